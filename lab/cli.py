@@ -1,0 +1,87 @@
+"""The ``lab`` command: parses arguments and dispatches, nothing else.
+
+Exit codes: 0 ok, 1 a run failed (non-finite loss, missing checkpoint), 2 bad input (nothing
+written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from lab.spec import SpecError
+
+EPILOG = "Examples:\n  lab train cartpole-dqn agent.lr=1e-3 --seeds 0-4\n  lab compare --group G"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lab", description="Lab: RL and generative-model lab.",
+                                epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def store(sp):
+        sp.add_argument("--tracking-uri", default=None,
+                        help="mlflow store (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
+        sp.add_argument("--experiment", default="lab", help="mlflow experiment (default: lab)")
+
+    sub.add_parser("list", help="presets, env ids and agents")
+
+    t = sub.add_parser("train", help="train a preset (with key=value overrides)")
+    t.add_argument("preset", nargs="?", help="preset name (see `lab list`) or a YAML file")
+    t.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. agent.lr=3e-4 env.num_envs=16")
+    t.add_argument("--seeds", default=None, help="seeds run one after another, e.g. 0-4 or 0,3,7")
+    t.add_argument("--group", default=None, help="group tag shared by the seeds' runs")
+    t.add_argument("--resume", metavar="RUN_ID", default=None,
+                   help="continue this run from its last checkpoint")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    store(t)
+
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint")
+    e.add_argument("run_id")
+    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    store(e)
+
+    r = sub.add_parser("render", help="play a run's checkpoint into a GIF/MP4 or a window")
+    r.add_argument("run_id")
+    r.add_argument("--episodes", type=int, default=1)
+    r.add_argument("--out", default=None, help="FILE.gif or FILE.mp4 (default: RUN_ID.gif)")
+    r.add_argument("--window", action="store_true", help="show a live pygame window")
+    r.add_argument("--max-frames", type=int, default=2000)
+    store(r)
+
+    c = sub.add_parser("compare", help="table and learning curves of finished runs")
+    c.add_argument("--group", default=None, help="only runs with this group tag")
+    c.add_argument("--metric", default="eval/return_mean")
+    c.add_argument("--curve-metric", default="train/episode_return")
+    c.add_argument("--threshold", type=float, default=None,
+                   help="return to reach (default: the env's reward_threshold)")
+    c.add_argument("--no-log", action="store_true", help="do not log a comparison run")
+    store(c)
+
+    q = sub.add_parser("quickstart", help="the main job: DQN, PPO and SB3 PPO on CartPole")
+    q.add_argument("--no-progress", action="store_true")
+    store(q)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    args = _parser().parse_args(argv)
+    from lab import commands
+
+    try:
+        return getattr(commands, f"run_{args.command}")(args)
+    except SpecError as e:
+        print(f"lab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except commands.CommandError as e:
+        print(f"lab {args.command}: error: {e}", file=sys.stderr)
+        return e.code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
