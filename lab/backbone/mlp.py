@@ -19,12 +19,18 @@ ACTIVATIONS = {
 
 
 class MLP(nn.Module):
-    """Flattens the observation and applies Linear + activation per hidden layer."""
+    """Flattens the observation and applies Linear + activation per hidden layer.
 
-    def __init__(self, in_shape: tuple[int, ...], spec: MLPSpec):
+    Takes ``(..., *in_shape)``: any leading batch dims (none, ``(B,)``, ``(T, B)``); the last
+    ``len(in_shape)`` dims are flattened. Non-float input (bool, int) is cast to float.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], spec: MLPSpec | None = None):
         super().__init__()
-        in_dim = math.prod(in_shape)
-        layers: list[nn.Module] = [nn.Flatten()] if len(in_shape) > 1 else []
+        spec = spec or MLPSpec()
+        self.in_shape = tuple(int(d) for d in in_shape)
+        in_dim = math.prod(self.in_shape)
+        layers: list[nn.Module] = []
         for width in spec.hidden:
             layers += [nn.Linear(in_dim, width), ACTIVATIONS[spec.activation]()]
             in_dim = width
@@ -32,4 +38,7 @@ class MLP(nn.Module):
         self.out_dim = in_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x if x.is_floating_point() else x.float()
+        if len(self.in_shape) != 1:
+            x = x.flatten(-len(self.in_shape)) if self.in_shape else x.unsqueeze(-1)
         return self.net(x)

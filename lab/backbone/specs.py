@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -60,6 +60,9 @@ NetworkSpec = Annotated[
 ]
 
 
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class OptimizerSpec(_Strict):
     """torch.optim choices; the learning rate lives in the agent config (``agent.lr``)."""
 
@@ -68,5 +71,11 @@ class OptimizerSpec(_Strict):
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     alpha: float = Field(0.99, gt=0.0, lt=1.0)  # RMSProp smoothing constant
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimizerSpec:
+        if self.nesterov and (self.type != "sgd" or self.momentum == 0.0):
+            raise ValueError("nesterov=true needs type 'sgd' and momentum > 0 (e.g. 0.9)")
+        return self
