@@ -191,20 +191,23 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model class that owns the field at ``loc`` (unions: the tagged member)."""
-    for part in loc:
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[type[BaseModel], list[str]]:
+    """Follow ``loc`` through nested models: the model owning the last part, and the path
+    with union tags (``('network', 'mlp', 'hidden')``) and list indices left out."""
+    path: list[str] = []
+    for i, part in enumerate(loc):
         if not isinstance(part, str):
             continue
         field = model.model_fields.get(part)
         if field is None:
-            # a discriminated-union tag in the loc, e.g. ('network', 'mlp', 'hidden')
-            return model
-        sub = _submodel(field.annotation, loc)
-        if sub is None:
-            return model
-        model = sub
-    return model
+            if i == len(loc) - 1:
+                path.append(part)  # the unknown key itself
+            continue  # a discriminated-union tag
+        path.append(part)
+        sub = _submodel(field.annotation, loc[i + 1:])
+        if sub is not None and i < len(loc) - 1:
+            model = sub
+    return model, path
 
 
 def _submodel(annotation: Any, loc: tuple) -> type[BaseModel] | None:
@@ -227,20 +230,13 @@ def _submodel(annotation: Any, loc: tuple) -> type[BaseModel] | None:
 def _explain(error: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     err = error.errors()[0]
     loc = tuple(err["loc"])
-    names = [str(p) for p in loc if isinstance(p, str)]
-    owner_loc = loc[:-1]
+    owner, names = _walk(model, loc)
+    path = ".".join(filter(None, [prefix, *names])) or "spec"
     if err["type"] == "extra_forbidden":
-        owner = _model_at(model, owner_loc)
-        path = ".".join(filter(None, [prefix, *names]))
-        fields = sorted(owner.model_fields) if owner else []
+        fields = sorted(owner.model_fields)
         base = ".".join(filter(None, [prefix, *names[:-1]]))
         valid = ", ".join(f"{base}.{f}" if base else f for f in fields)
         return f"unknown key {path!r}{_did_you_mean(names[-1], fields)} (valid keys: {valid})"
-    path = ".".join(filter(None, [prefix, *(str(p) for p in loc)])) or "spec"
-    msg = err["msg"]
     if err["type"] == "missing":
         return f"{path} is missing"
-    got = err.get("input")
-    if err["type"] == "union_tag_invalid" or "literal" in err["type"]:
-        return f"{path}: {msg} (got {got!r})"
-    return f"{path}: {msg} (got {got!r})"
+    return f"{path}: {err['msg']} (got {err.get('input')!r})"

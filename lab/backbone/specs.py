@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class _Strict(BaseModel):
@@ -55,8 +55,20 @@ class ResidualSpec(_Strict):
     init: InitScheme = "kaiming"
 
 
+def _network_type(value) -> str | None:
+    """The union tag: ``type``, or ``mlp`` when a dict leaves it out (an override such as
+    ``agent.network.hidden=[8, 8]`` on a preset that names no network)."""
+    if isinstance(value, dict):
+        return value.get("type", "mlp")
+    return getattr(value, "type", None)
+
+
 NetworkSpec = Annotated[
-    MLPSpec | NatureCNNSpec | VGGSpec | ResidualSpec, Field(discriminator="type")
+    Annotated[MLPSpec, Tag("mlp")]
+    | Annotated[NatureCNNSpec, Tag("nature_cnn")]
+    | Annotated[VGGSpec, Tag("vgg")]
+    | Annotated[ResidualSpec, Tag("residual")],
+    Discriminator(_network_type),
 ]
 
 
