@@ -1,0 +1,74 @@
+import math
+
+import numpy as np
+import pytest
+
+from lab.compare import (
+    collect,
+    first_step_reaching,
+    log_comparison,
+    markdown_table,
+    mean_and_spread,
+)
+from lab.tracking import Tracker
+
+
+def test_first_step_reaching():
+    assert first_step_reaching([(30, 5.0), (10, 1.0), (20, 4.0)], 4.0) == 20
+    assert first_step_reaching([(10, 1.0)], 4.0) is None
+
+
+def test_mean_and_spread_by_hand():
+    a = [(0, 0.0), (10, 10.0)]
+    b = [(0, 2.0), (5, 4.0), (10, 6.0)]
+    grid, mean, low, high = mean_and_spread([a, b], points=3)
+    assert grid.tolist() == [0.0, 5.0, 10.0]
+    # a holds 0 until step 10; b is 2, 4, 6
+    assert mean.tolist() == [1.0, 2.0, 8.0]
+    assert low.tolist() == [0.0, 0.0, 6.0] and high.tolist() == [2.0, 4.0, 10.0]
+
+
+def synthetic_store(store):
+    tracker = Tracker(store, "exp")
+    finals = {"ours": [500.0, 480.0, 460.0], "sb3": [300.0, 500.0]}
+    for agent, values in finals.items():
+        for seed, final in enumerate(values):
+            t = Tracker(store, "exp")
+            t.start({}, {"agent": agent, "env": "CartPole-v1", "seed": str(seed), "group": "g"})
+            for step in range(0, 10_001, 1000):
+                t.logger.log({"eval/return_mean": final * step / 10_000,
+                              "train/episode_return": step / 50,
+                              "time/steps_per_sec": 1000.0 * (2 if agent == "ours" else 1)},
+                             step)
+            t.finish()
+    other = Tracker(store, "exp")
+    other.start({}, {"agent": "ours", "env": "CartPole-v1", "group": "elsewhere"})
+    other.finish()
+    return tracker
+
+
+def test_collect_summarises_each_agent_over_seeds(store, tmp_path):
+    tracker = synthetic_store(store)
+    rows, curves = collect(tracker.client, tracker.experiment_id, "g", "eval/return_mean",
+                           "train/episode_return", None)
+    by_agent = {r.agent: r for r in rows}
+    assert set(by_agent) == {"ours", "sb3"}
+    ours, sb3 = by_agent["ours"], by_agent["sb3"]
+    assert ours.seeds == 3 and ours.final_mean == pytest.approx(480.0)
+    assert ours.final_std == pytest.approx(np.std([500, 480, 460]))
+    # CartPole-v1's reward_threshold is 475: 500 reaches it at step 10,000 * 0.95 -> 10,000,
+    # 480 at 10,000 (0.9 * 480 = 432 < 475); 460 never.
+    assert ours.reached == 2 and ours.steps_to_threshold == 10_000
+    assert sb3.reached == 1 and sb3.steps_per_sec == 1000.0 and ours.steps_per_sec == 2000.0
+    assert len(curves[("ours", "CartPole-v1")]) == 3
+    assert not math.isnan(ours.wall_s)
+
+    run_id = log_comparison(Tracker(store, "exp"), rows, curves, "eval/return_mean",
+                            "train/episode_return", "g")
+    names = {f.path for f in tracker.client.list_artifacts(run_id)}
+    assert names == {"comparison.md", "curves.png"}
+    assert "| ours | CartPole-v1 | 3 | 480.0 ± 16.3 |" in markdown_table(rows)
+    # the comparison run itself is never compared
+    rows_again, _ = collect(tracker.client, tracker.experiment_id, None, "eval/return_mean",
+                            "train/episode_return", None)
+    assert {r.seeds for r in rows_again if r.agent == "ours"} == {4}
