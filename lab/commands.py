@@ -73,11 +73,12 @@ def run_train(args) -> int:
             raise SpecError("--resume RUN_ID takes no preset, overrides or --seeds: the run's "
                             "own spec is used")
         tracker_uri = tracking_uri(args.tracking_uri)
-        tracker = _tracker_for_existing(tracker_uri, args.experiment)
-        run = find_run(tracker.client, args.resume)
+        client = _client_for_existing(tracker_uri)
+        run = find_run(client, args.resume)
         if run is None:
             raise SpecError(f"unknown run id {args.resume!r} in {tracker_uri}")
-        spec = runner.spec_from_run(tracker.client, run.info.run_id)
+        spec = runner.spec_from_run(client, run.info.run_id)
+        tracker = Tracker(tracker_uri, client.get_experiment(run.info.experiment_id).name)
         try:
             result = runner.train(spec, tracker=tracker, device=args.device,
                                   resume_run_id=run.info.run_id,
@@ -117,22 +118,26 @@ def _print_result(name: str, seed: int, result) -> None:
           f"{result.steps:,} steps in {result.wall_s:.1f} s{ev}")
 
 
-def _tracker_for_existing(uri: str, experiment: str) -> Tracker:
+def _client_for_existing(uri: str):
+    """An mlflow client on a store that must already exist (reading creates nothing)."""
+    from mlflow import MlflowClient
+
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise SpecError(f"no mlflow store at {uri} (train something first, or pass "
                         "--tracking-uri)")
-    return Tracker(uri, experiment)
+    return MlflowClient(tracking_uri=uri)
 
 
 def _load_run(args):
     from lab import runner
 
-    tracker = _tracker_for_existing(tracking_uri(args.tracking_uri), args.experiment)
-    run = find_run(tracker.client, args.run_id)
+    uri = tracking_uri(args.tracking_uri)
+    client = _client_for_existing(uri)
+    run = find_run(client, args.run_id)
     if run is None:
-        raise SpecError(f"unknown run id {args.run_id!r} in {tracker.uri}")
+        raise SpecError(f"unknown run id {args.run_id!r} in {uri}")
     try:
-        spec, agent = runner.load_agent(tracker.client, run, getattr(args, "device", "cpu"))
+        spec, agent = runner.load_agent(client, run, getattr(args, "device", "cpu"))
     except runner.RunError as e:
         raise CommandError(str(e)) from None
     return run, spec, agent
@@ -185,16 +190,21 @@ def run_render(args) -> int:
 def run_compare(args) -> int:
     from lab import compare as cmp
 
-    tracker = _tracker_for_existing(tracking_uri(args.tracking_uri), args.experiment)
-    rows, curves = cmp.collect(tracker.client, tracker.experiment_id, args.group, args.metric,
+    uri = tracking_uri(args.tracking_uri)
+    client = _client_for_existing(uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        names = ", ".join(e.name for e in client.search_experiments())
+        raise SpecError(f"no experiment {args.experiment!r} in {uri} (experiments: {names})")
+    rows, curves = cmp.collect(client, experiment.experiment_id, args.group, args.metric,
                                args.curve_metric, args.threshold)
     if not rows:
         where = f"group {args.group!r}" if args.group else f"experiment {args.experiment!r}"
-        raise SpecError(f"no finished runs in {where} of {tracker.uri}")
+        raise SpecError(f"no finished runs in {where} of {uri}")
     _print_table(rows, f"{args.metric} (final, mean ± std over seeds)")
     if not args.no_log:
-        run_id = cmp.log_comparison(tracker, rows, curves, args.metric, args.curve_metric,
-                                    args.group)
+        run_id = cmp.log_comparison(Tracker(uri, args.experiment), rows, curves, args.metric,
+                                    args.curve_metric, args.group)
         print(f"table and learning curves logged to comparison run {run_id}")
     return 0
 
