@@ -1,0 +1,554 @@
+"""A2C (Mnih et al. 2016) and PPO (Schulman et al. 2017), sharing one rollout and one network.
+
+One iteration reads top to bottom (``_OnPolicyAgent.learn``):
+
+1. Roll out ``n_steps`` vector steps with the current policy: one batched forward per step
+   under ``no_grad``, the rows go into ``agents.rollout.RolloutBuffer``.
+2. GAE advantages and lambda-returns (``agents.rollout.gae_advantages``): termination does not
+   bootstrap, truncation bootstraps from V(final observation). NEXT_STEP reset rows are masked.
+3. The update: A2C takes one gradient step on the whole rollout (policy gradient, no advantage
+   normalization); PPO takes ``n_epochs`` passes of ``batch_size`` minibatches on the clipped
+   surrogate, advantages normalized per minibatch, optional value clipping and KL stop.
+   Both: loss = policy + ent_coef * (-entropy) + vf_coef * value, grad norm clipped.
+
+The semantics follow SB3 for the same hyperparameters: separate policy and value MLPs
+([64, 64] tanh, orthogonal init with gains sqrt(2) / 0.01 / 1), PPO's Adam with eps 1e-5,
+A2C's RMSprop(alpha=0.99, eps=1e-5), linear schedules on ``1 - steps / schedule_steps``
+(rl-zoo3's ``lin_1e-3`` is ``lr: 1.0e-3, lr_schedule: linear``).
+
+``lstm: true`` puts an LSTM (``lab.backbone.LSTMCore``) between each body and its head, like
+sb3-contrib's RecurrentPPO with ``enable_critic_lstm``. Recurrent minibatches are whole
+``n_steps`` sequences of ``batch_size // n_steps`` envs, started from the state the rollout
+started with; invalid rows stay in the sequence (the memory must see them) but not in the loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from agents.common import EpisodeTracker, make_env, make_vec_env, resolve_device
+from agents.rollout import RolloutBuffer, explained_variance
+from lab.backbone import (
+    CategoricalHead,
+    GaussianHead,
+    LSTMCore,
+    NetworkSpec,
+    OptimizerSpec,
+    ValueHead,
+    build_body,
+    build_optimizer,
+    init_actor_critic,
+)
+from lab.backbone.specs import MLPSpec
+from lab.checkpoint import check_finite
+
+LOG_EVERY_STEPS = 2048  # env steps between two loss / speed records
+
+
+# ---- the math ---------------------------------------------------------------------------------
+
+
+def linear_schedule(initial: float, progress_remaining: float) -> float:
+    """rl-zoo3's ``lin_<initial>``: ``initial`` at the start, 0 at the end of the schedule."""
+    return initial * min(max(progress_remaining, 0.0), 1.0)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the entries where ``mask`` is True (all entries when None)."""
+    if mask is None:
+        return x.mean()
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def normalize_advantages(adv: torch.Tensor, mask: torch.Tensor | None = None,
+                         eps: float = 1e-8) -> torch.Tensor:
+    """(A - mean) / (std + eps) over the masked entries (unbiased std, as SB3); a batch of one
+    is returned as is (SB3 skips it too)."""
+    n = adv.numel() if mask is None else int(mask.sum())
+    if n < 2:
+        return adv
+    mean = masked_mean(adv, mask)
+    var = masked_mean((adv - mean) ** 2, mask) * (n / (n - 1))
+    return (adv - mean) / (var.sqrt() + eps)
+
+
+def policy_gradient_loss(log_probs: torch.Tensor, advantages: torch.Tensor,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A2C's -mean(A * log pi(a|s))."""
+    return -masked_mean(advantages * log_probs, mask)
+
+
+def clipped_surrogate_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor,
+                           advantages: torch.Tensor, clip_range: float,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
+    """PPO's -mean(min(r A, clip(r, 1 - eps, 1 + eps) A)), r = pi(a|s) / pi_old(a|s)."""
+    ratio = torch.exp(log_probs - old_log_probs)
+    unclipped = advantages * ratio
+    clipped = advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    return -masked_mean(torch.min(unclipped, clipped), mask)
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+                       clip_range: float | None, mask: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """Mean squared error to the returns; with ``clip_range`` the prediction first moves at most
+    ``clip_range`` away from the rollout's value (SB3's ``clip_range_vf``: the clipped
+    prediction alone, not the max of clipped and unclipped errors)."""
+    if clip_range is not None:
+        values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    return masked_mean((returns - values) ** 2, mask)
+
+
+# ---- the network ------------------------------------------------------------------------------
+
+
+class ActorCritic(nn.Module):
+    """Separate policy and value branches: body (-> LSTM) -> head, from ``lab.backbone``.
+
+    ``forward(obs, state, episode_starts) -> (policy_out, values, state)``: ``obs`` is
+    ``(N, *obs_shape)``, or ``(T, B, *obs_shape)`` for a recurrent net; ``policy_out`` is logits
+    (Discrete) or the Gaussian mean (Box); ``state`` is ``(pi_state, vf_state)`` or None.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], action_space: spaces.Space, network,
+                 lstm_hidden: int | None = None, log_std_init: float = 0.0):
+        super().__init__()
+        self.pi_body = build_body(network, obs_shape)
+        self.vf_body = build_body(network, obs_shape)
+        features = self.pi_body.out_dim
+        self.recurrent = lstm_hidden is not None
+        if self.recurrent:
+            self.pi_lstm = LSTMCore(features, lstm_hidden)
+            self.vf_lstm = LSTMCore(features, lstm_hidden)
+            features = lstm_hidden
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        if self.discrete:
+            self.pi_head = CategoricalHead(features, int(action_space.n))
+        else:
+            self.pi_head = GaussianHead(features, math.prod(action_space.shape), log_std_init)
+        self.vf_head = ValueHead(features)
+        if network.init == "orthogonal":  # SB3's ortho_init: heads at gains 0.01 and 1
+            init_actor_critic(policy_head=self.pi_head, value_head=self.vf_head)
+
+    def policy(self, obs, state=None, episode_starts=None):
+        """The policy branch alone (acting without a value): ``(policy_out, pi_state)``."""
+        x = self.pi_body(obs)
+        if self.recurrent:
+            x, state = self.pi_lstm(x, state, episode_starts)
+        return self.pi_head(x), state
+
+    def value(self, obs, state=None, episode_starts=None):
+        x = self.vf_body(obs)
+        if self.recurrent:
+            x, state = self.vf_lstm(x, state, episode_starts)
+        return self.vf_head(x), state
+
+    def forward(self, obs, state=None, episode_starts=None):
+        pi_state, vf_state = (None, None) if state is None else state
+        policy_out, pi_state = self.policy(obs, pi_state, episode_starts)
+        values, vf_state = self.value(obs, vf_state, episode_starts)
+        return policy_out, values, ((pi_state, vf_state) if self.recurrent else None)
+
+    def sample(self, policy_out: torch.Tensor, deterministic: bool = False,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """An action per row of ``(N, ...)`` policy outputs and its log-probability."""
+        if self.discrete:
+            log_p = policy_out.log_softmax(-1)
+            if deterministic:
+                action = log_p.argmax(-1)
+            else:
+                action = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(-1)
+            return action, log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        action = policy_out
+        if not deterministic:
+            noise = torch.randn(policy_out.shape, generator=generator, device=policy_out.device)
+            action = policy_out + self.pi_head.log_std.exp() * noise
+        return action, self.log_prob_entropy(policy_out, action)[0]
+
+    def log_prob_entropy(self, policy_out: torch.Tensor, actions: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi(a|s) and the policy's entropy, per row."""
+        if self.discrete:
+            log_p = policy_out.log_softmax(-1)
+            log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+            return log_prob, -(log_p.exp() * log_p).sum(-1)
+        log_std = self.pi_head.log_std
+        z = (actions - policy_out) * torch.exp(-log_std)
+        log_prob = (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
+        return log_prob, entropy.expand_as(log_prob)
+
+
+# ---- configs ----------------------------------------------------------------------------------
+
+
+def _default_network() -> MLPSpec:
+    return MLPSpec(hidden=[64, 64], activation="tanh", init="orthogonal")
+
+
+class _OnPolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(gt=0)
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    # env steps over which linear schedules go to 0; None: the total_steps of the learn() call
+    # (SB3's behaviour for one call). Set it when a runner calls learn() in chunks.
+    schedule_steps: int | None = Field(None, gt=0)
+    n_steps: int = Field(ge=1)  # vector steps per rollout (rollout size n_steps * num_envs)
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    gae_lambda: float = Field(ge=0.0, le=1.0)
+    ent_coef: float = Field(0.0, ge=0.0)
+    vf_coef: float = Field(0.5, ge=0.0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    normalize_advantage: bool
+    network: NetworkSpec = Field(default_factory=_default_network)
+    optimizer: OptimizerSpec
+    lstm: bool = False
+    lstm_hidden: int = Field(64, ge=1)
+    log_std_init: float = 0.0  # Box action spaces: the Gaussian's initial log std
+
+
+class A2CConfig(_OnPolicyConfig):
+    """SB3's A2C defaults."""
+
+    algo: Literal["a2c"] = "a2c"
+    lr: float = Field(7e-4, gt=0)
+    n_steps: int = Field(5, ge=1)
+    gae_lambda: float = Field(1.0, ge=0.0, le=1.0)
+    normalize_advantage: bool = False
+    optimizer: OptimizerSpec = Field(
+        default_factory=lambda: OptimizerSpec(type="rmsprop", alpha=0.99, eps=1e-5))
+
+
+class PPOConfig(_OnPolicyConfig):
+    """SB3's PPO defaults."""
+
+    algo: Literal["ppo"] = "ppo"
+    lr: float = Field(3e-4, gt=0)
+    n_steps: int = Field(2048, ge=1)
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    normalize_advantage: bool = True
+    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(type="adam", eps=1e-5))
+    batch_size: int = Field(64, ge=1)  # minibatch size (recurrent: batch_size // n_steps envs)
+    n_epochs: int = Field(10, ge=1)
+    clip_range: float = Field(0.2, gt=0)
+    clip_range_schedule: Literal["constant", "linear"] = "constant"
+    clip_range_vf: float | None = Field(None, gt=0)  # None: no value clipping
+    target_kl: float | None = Field(None, gt=0)  # stop the epochs once approx KL > 1.5 x this
+
+
+# ---- the agents -------------------------------------------------------------------------------
+
+
+class _OnPolicyAgent:
+    """Everything A2C and PPO share: envs, rollout, acting, logging, checkpoints.
+    Subclasses define ``Config`` and ``_update(progress_remaining) -> losses``."""
+
+    Config: type[_OnPolicyConfig]
+
+    def __init__(self, config, env_spec, *, device: str = "cpu", seed: int = 0):
+        self.config = self.Config.model_validate(config)
+        self.env_spec = env_spec
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        probe = make_env(env_spec)
+        self.observation_space, self.action_space = probe.observation_space, probe.action_space
+        probe.close()
+        if not isinstance(self.action_space, spaces.Discrete | spaces.Box):
+            raise ValueError(f"{self.config.algo} supports Discrete and Box actions, not "
+                             f"{type(self.action_space).__name__}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.model = ActorCritic(self.observation_space.shape, self.action_space,
+                                     self.config.network,
+                                     self.config.lstm_hidden if self.config.lstm else None,
+                                     self.config.log_std_init).to(self.device)
+        self.optimizer = build_optimizer(self.model.parameters(), self.config.optimizer,
+                                         self.config.lr)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.num_timesteps = 0
+        self.n_updates = 0
+        self._env = None
+
+    # -- envs and rollouts ----------------------------------------------------------------------
+
+    def _start_envs(self) -> None:
+        self._env = make_vec_env(self.env_spec, seed=self.seed + self.num_timesteps)
+        n = self._env.num_envs
+        self._obs, _ = self._env.reset(seed=self.seed + self.num_timesteps)
+        self._tracker = EpisodeTracker(n)
+        self._episode_starts = np.ones(n, dtype=bool)
+        self._state = None  # the recurrent state, None = zeros
+        act = self.action_space
+        self.buffer = RolloutBuffer(self.config.n_steps, n, self.observation_space.shape,
+                                    self.observation_space.dtype, act.shape,
+                                    np.int64 if self.model.discrete else np.float32)
+        self._act_low = None if self.model.discrete else act.low
+        self._act_high = None if self.model.discrete else act.high
+
+    def _collect_rollout(self, logger) -> list[tuple[float, int]]:
+        """Fill the buffer with ``n_steps`` vector steps; returns the finished episodes."""
+        buf, model, dev, env, tracker = self.buffer, self.model, self.device, self._env, \
+            self._tracker
+        buf.reset()
+        self._rollout_state = self._state
+        finished: list[tuple[float, int]] = []
+        with torch.no_grad():
+            while not buf.full:
+                obs_t = torch.as_tensor(self._obs, device=dev)
+                starts = (torch.as_tensor(self._episode_starts, device=dev)
+                          if model.recurrent else None)
+                policy_out, values, self._state = model(obs_t, self._state, starts)
+                actions, log_probs = model.sample(policy_out, generator=self.generator)
+                actions = actions.cpu().numpy()
+                buf.add(self._obs, actions, log_probs.cpu().numpy(), values.cpu().numpy(),
+                        self._episode_starts)
+                if self._act_low is not None:
+                    actions = np.clip(actions, self._act_low, self._act_high)
+                self._obs, rewards, terminated, truncated, _ = env.step(actions)
+                self.num_timesteps += env.num_envs
+                ended = tracker.step(rewards, terminated, truncated)
+                buf.record(rewards, terminated, truncated, tracker.valid)
+                self._episode_starts = ~tracker.valid
+                for ret, length in ended:
+                    logger.log({"train/episode_return": ret, "train/episode_length": length},
+                               step=self.num_timesteps)
+                finished += ended
+            obs_t = torch.as_tensor(self._obs, device=dev)
+            starts = torch.as_tensor(self._episode_starts, device=dev) if model.recurrent else None
+            vf_state = None if self._state is None else self._state[1]
+            last_values = model.value(obs_t, vf_state, starts)[0].cpu().numpy()
+        buf.compute_advantages(last_values, self.config.gamma, self.config.gae_lambda)
+        return finished
+
+    def _minibatches(self, batch_size: int):
+        """One epoch of minibatches of the rollout, as dicts of tensors with a ``mask``.
+
+        Feed-forward: the valid rows, shuffled, in chunks of ``batch_size`` (all of them at once,
+        unshuffled, when they fit in one). Recurrent: whole sequences of groups of
+        ``batch_size // n_steps`` envs, with their rollout-start state and the valid mask.
+        """
+        d = self._batch
+        if not self.model.recurrent:
+            n = d["obs"].shape[0]
+            if n <= batch_size:
+                yield d
+                return
+            perm = torch.randperm(n, generator=self.generator, device=self.generator.device)
+            for i in range(0, n, batch_size):
+                idx = perm[i:i + batch_size].to(self.device)
+                yield {k: v[idx] for k, v in d.items() if v is not None}
+            return
+        n_envs = d["obs"].shape[1]
+        per = max(1, batch_size // self.config.n_steps)
+        perm = (torch.arange(n_envs) if per >= n_envs else
+                torch.randperm(n_envs, generator=self.generator, device=self.generator.device))
+        for i in range(0, n_envs, per):
+            envs = perm[i:i + per].to(self.device)
+            mb = {k: v[:, envs] for k, v in d.items() if k != "state"}
+            mb["state"] = tuple(tuple(s[:, envs] for s in pair) for pair in d["state"])
+            yield mb
+
+    def _prepare_batch(self) -> None:
+        """The rollout as tensors: feed-forward keeps the valid rows only (flattened)."""
+        d = self.buffer.torch_view(self.device)
+        if self.model.recurrent:
+            if self._rollout_state is None:
+                n = self.buffer.n_envs
+                self._rollout_state = (self.model.pi_lstm.initial_state(n, self.device),
+                                       self.model.vf_lstm.initial_state(n, self.device))
+            d["state"] = self._rollout_state
+            d["mask"] = d.pop("valid")
+        else:
+            valid = d.pop("valid").flatten()
+            keep = None if bool(valid.all()) else valid.nonzero().squeeze(-1)
+            d = {k: v.flatten(0, 1) if keep is None else v.flatten(0, 1)[keep]
+                 for k, v in d.items() if k != "episode_starts"}
+            d["mask"] = None
+        self._batch = d
+
+    def _evaluate(self, mb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log_probs, entropy, values) of a minibatch under the current network."""
+        if self.model.recurrent:
+            policy_out, values, _ = self.model(mb["obs"], mb["state"], mb["episode_starts"])
+        else:
+            policy_out, values, _ = self.model(mb["obs"])
+        log_probs, entropy = self.model.log_prob_entropy(policy_out, mb["actions"])
+        return log_probs, entropy, values
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.optimizer.step()
+
+    def _set_lr(self, progress_remaining: float) -> float:
+        lr = self.config.lr
+        if self.config.lr_schedule == "linear":
+            lr = linear_schedule(lr, progress_remaining)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _update(self, progress_remaining: float) -> dict[str, float]:
+        raise NotImplementedError
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def learn(self, total_steps: int, logger, checkpointer=None, progress=None) -> None:
+        if self._env is None:
+            self._start_envs()
+        horizon = self.config.schedule_steps or total_steps
+        t0, steps0 = time.perf_counter(), self.num_timesteps
+        sums: dict[str, float] = {}
+        n_summed, next_log, next_progress = 0, self.num_timesteps + LOG_EVERY_STEPS, 0.0
+        last_return = None
+        while self.num_timesteps < total_steps:
+            finished = self._collect_rollout(logger)
+            if finished:
+                last_return = finished[-1][0]
+            losses = self._update(1.0 - self.num_timesteps / horizon)
+            self.n_updates += 1
+            check_finite(losses, self.num_timesteps)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_summed += 1
+            if self.num_timesteps >= next_log or self.num_timesteps >= total_steps:
+                rate = (self.num_timesteps - steps0) / max(time.perf_counter() - t0, 1e-9)
+                record = {f"loss/{k}": v / n_summed for k, v in sums.items()}
+                record["time/steps_per_sec"] = rate
+                logger.log(record, step=self.num_timesteps)
+                sums, n_summed = {}, 0
+                next_log = self.num_timesteps + LOG_EVERY_STEPS
+            if checkpointer is not None:
+                checkpointer.maybe_save(self.num_timesteps, self.state_dict)
+            if progress is not None and time.perf_counter() >= next_progress:
+                progress(self.num_timesteps, last_return)
+                next_progress = time.perf_counter() + 0.25
+        if progress is not None:
+            progress(self.num_timesteps, last_return)
+
+    # -- acting ---------------------------------------------------------------------------------
+
+    def predict(self, obs, state=None, episode_start=None, deterministic: bool = False):
+        """SB3's signature. Recurrent: ``state`` is the policy LSTM's ``(h, c)`` as numpy
+        arrays (None: zeros), reset where ``episode_start`` is True."""
+        obs = np.asarray(obs, dtype=self.observation_space.dtype)
+        single = obs.shape == self.observation_space.shape
+        if single:
+            obs = obs[None]
+        with torch.no_grad():
+            obs_t = torch.as_tensor(obs, device=self.device)
+            if self.model.recurrent:
+                starts = np.zeros(len(obs), bool) if episode_start is None else episode_start
+                starts = torch.as_tensor(np.asarray(starts, dtype=bool).reshape(len(obs)),
+                                         device=self.device)
+                pi_state = None if state is None else tuple(
+                    torch.as_tensor(s, device=self.device) for s in state)
+                policy_out, pi_state = self.model.policy(obs_t, pi_state, starts)
+                state = tuple(s.cpu().numpy() for s in pi_state)
+            else:
+                policy_out, _ = self.model.policy(obs_t)
+            actions, _ = self.model.sample(policy_out, deterministic)
+        actions = actions.cpu().numpy()
+        if not self.model.discrete:
+            actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        return (actions[0] if single else actions), state
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {
+            "algo": self.config.algo,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "num_timesteps": int(self.num_timesteps),
+            "n_updates": int(self.n_updates),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_timesteps = int(state["num_timesteps"])
+        self.n_updates = int(state["n_updates"])
+        self.generator.set_state(state["generator"].cpu())
+        if self._env is not None:  # restart the envs where the loaded run stood
+            self._env.close()
+            self._env = None
+
+
+class A2C(_OnPolicyAgent):
+    """Advantage actor-critic: one gradient step per rollout, SB3's A2C semantics."""
+
+    Config = A2CConfig
+
+    def _update(self, progress_remaining: float) -> dict[str, float]:
+        cfg = self.config
+        self._set_lr(progress_remaining)
+        self._prepare_batch()
+        mb = next(self._minibatches(self.buffer.n_steps * self.buffer.n_envs))
+        mask = mb["mask"]
+        log_probs, entropy, values = self._evaluate(mb)
+        adv = mb["advantages"]
+        if cfg.normalize_advantage:
+            adv = normalize_advantages(adv, mask)
+        policy_loss = policy_gradient_loss(log_probs, adv, mask)
+        value_loss = masked_mean((mb["returns"] - values) ** 2, mask)
+        entropy_loss = -masked_mean(entropy, mask)
+        self._step(policy_loss + cfg.ent_coef * entropy_loss + cfg.vf_coef * value_loss)
+        policy, value, ent = torch.stack([policy_loss, value_loss, entropy_loss]).tolist()
+        return {"policy": policy, "value": value, "entropy": ent}
+
+
+class PPO(_OnPolicyAgent):
+    """Proximal policy optimization with the clipped surrogate, SB3's PPO semantics."""
+
+    Config = PPOConfig
+
+    def _update(self, progress_remaining: float) -> dict[str, float]:
+        cfg = self.config
+        self._set_lr(progress_remaining)
+        clip = cfg.clip_range
+        if cfg.clip_range_schedule == "linear":
+            clip = linear_schedule(clip, progress_remaining)
+        self._prepare_batch()
+        stats = []
+        stop = False
+        for _ in range(cfg.n_epochs):
+            for mb in self._minibatches(cfg.batch_size):
+                mask = mb["mask"]
+                log_probs, entropy, values = self._evaluate(mb)
+                adv = mb["advantages"]
+                if cfg.normalize_advantage:
+                    adv = normalize_advantages(adv, mask)
+                policy_loss = clipped_surrogate_loss(log_probs, mb["log_probs"], adv, clip, mask)
+                value_loss = clipped_value_loss(values, mb["values"], mb["returns"],
+                                                cfg.clip_range_vf, mask)
+                entropy_loss = -masked_mean(entropy, mask)
+                with torch.no_grad():
+                    log_ratio = log_probs - mb["log_probs"]
+                    approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+                    clipped = masked_mean(((log_ratio.exp() - 1).abs() > clip).float(), mask)
+                stats.append(torch.stack([policy_loss.detach(), value_loss.detach(),
+                                          entropy_loss.detach(), approx_kl, clipped]))
+                if cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl:
+                    stop = True
+                    break
+                self._step(policy_loss + cfg.ent_coef * entropy_loss + cfg.vf_coef * value_loss)
+            if stop:
+                break
+        policy, value, ent, kl, clip_frac = torch.stack(stats).mean(0).tolist()
+        b = self.buffer
+        ev = explained_variance(b.values[b.valid], b.returns[b.valid])
+        return {"policy": policy, "value": value, "entropy": ent, "approx_kl": kl,
+                "clip_fraction": clip_frac, "explained_variance": 0.0 if math.isnan(ev) else ev}
