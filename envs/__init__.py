@@ -3,3 +3,24 @@
 This package is the ground floor: it imports numpy, gymnasium and pygame, never torch and
 nothing of ``lab``, ``agents`` or ``generative``.
 """
+
+import gymnasium as gym
+
+
+def _register(env_id: str, **kwargs) -> None:
+    """Register ``env_id`` once: importing (or reloading) this package twice is harmless."""
+    if env_id not in gym.registry:
+        gym.register(id=env_id, **kwargs)
+
+
+# A stochastic grid MDP exposing P[S, A, S'], R[S, A] and the terminal mask (envs/gridworld.py).
+_register("lab/GridWorld-v0", entry_point="envs.gridworld:GridWorldEnv", max_episode_steps=100)
+
+# CartPole-v1 observing only [x, theta] (envs/pomdp.py), with a numpy-vectorized twin.
+_register(
+    "lab/CartPolePOMDP-v0",
+    entry_point="envs.pomdp:make_cartpole_pomdp",
+    vector_entry_point="envs.pomdp:make_cartpole_pomdp_vec",
+    max_episode_steps=500,
+    reward_threshold=475.0,
+)
