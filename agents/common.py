@@ -83,6 +83,15 @@ class EpisodeTracker:
         return finished
 
 
+def log_episodes(logger, finished: list[tuple[float, int]], step: int) -> None:
+    """Log the episodes that ended on one env step: with several envs, more than one can end
+    on the same step, and a metric history holds one value per step, so they are averaged."""
+    if finished:
+        returns, lengths = zip(*finished, strict=True)
+        logger.log({"train/episode_return": sum(returns) / len(returns),
+                    "train/episode_length": sum(lengths) / len(lengths)}, step=step)
+
+
 def evaluate(agent, env_spec, episodes: int, seed: int = 10_000,
              deterministic: bool = True) -> list[float]:
     """Returns of ``episodes`` full episodes of ``agent.predict`` on a fresh single env."""
