@@ -257,8 +257,9 @@ class Reinforce:
         if cfg.baseline:
             loss = loss + cfg.vf_coef * value_loss
 
+        # Named as agents/actor_critic.py logs them: loss/entropy is the entropy loss -H.
         losses = {"loss/policy": pg_loss.item(), "loss/value": value_loss.item(),
-                  "loss/entropy": entropy_mean.item(), "loss/total": loss.item()}
+                  "loss/entropy": -entropy_mean.item()}
         # Check before stepping, so a NaN never reaches the weights.
         check_finite(losses, self.num_timesteps)
         self.optimizer.zero_grad(set_to_none=True)
