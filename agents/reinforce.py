@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from agents.common import EpisodeTracker, make_env, make_vec_env, resolve_device
+from agents.common import EpisodeTracker, log_episodes, make_env, make_vec_env, resolve_device
 from lab.backbone import (
     CategoricalHead,
     GaussianHead,
@@ -221,10 +221,9 @@ class Reinforce:
                         ep.final_obs = next_obs[i]
                     batch.append(ep)
                     self._running[i] = Episode()
-            for ret, length in finished:
-                logger.log({"train/episode_return": ret, "train/episode_length": length},
-                           step=self.num_timesteps)
-                self._last_return = ret
+            log_episodes(logger, finished, self.num_timesteps)
+            if finished:
+                self._last_return = finished[-1][0]
             self._obs = next_obs
         return batch
 

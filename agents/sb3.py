@@ -12,12 +12,13 @@ How the pieces meet:
   ``vectorization: async``) of ``env.id`` with ``env.kwargs``; it adds SB3's ``Monitor``, whose
   ``info["episode"]`` gives the finished episodes. ``normalize_obs`` / ``normalize_reward``
   (A2C, PPO) wrap it in SB3's ``VecNormalize``; ``predict`` then normalizes what it is given.
-- Metrics: a ``BaseCallback`` logs ``train/episode_return`` / ``train/episode_length`` per
-  finished episode. SB3's ``train()`` writes its losses into ``model.logger.name_to_value``
-  after each rollout; the callback takes them out at the start of the next rollout (and at the
-  end of training), renames them to ours (``LOSS_NAMES``), checks them with ``check_finite``
-  and logs their mean with ``time/steps_per_sec`` every ``LOG_EVERY_STEPS`` env steps. SB3
-  itself writes nowhere (a logger without outputs).
+- Metrics: a ``BaseCallback`` logs ``train/episode_return`` / ``train/episode_length`` of the
+  finished episodes (``agents.common.log_episodes``: one mean per env step). SB3's ``train()``
+  writes its losses into ``model.logger.name_to_value`` after each rollout; the callback takes
+  them out at the start of the next rollout (and at the end of training), renames them to ours
+  (``LOSS_NAMES``), checks them with ``check_finite`` and logs their mean with
+  ``time/steps_per_sec`` every ``LOG_EVERY_STEPS`` env steps. SB3 itself writes nowhere (a
+  logger without outputs).
 - Schedules: SB3 measures progress against the end of the current ``learn()`` call; like our
   agents, ``total_timesteps`` (DQN) / ``schedule_steps`` (A2C, PPO) fix the run length
   instead, so a run cut into chunks follows one schedule.
@@ -37,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger as SB3Logger
 
-from agents.common import resolve_device
+from agents.common import log_episodes, resolve_device
 from lab.backbone import MLPSpec, OptimizerSpec
 from lab.checkpoint import check_finite
 
@@ -244,13 +245,11 @@ class _LabCallback(BaseCallback):
         self.next_log = self.model.num_timesteps + LOG_EVERY_STEPS
 
     def _on_step(self) -> bool:
-        step = self.model.num_timesteps
-        for info in self.locals["infos"]:
-            episode = info.get("episode")
-            if episode is not None:
-                self.lab_logger.log({"train/episode_return": float(episode["r"]),
-                                     "train/episode_length": int(episode["l"])}, step=step)
-                self.agent.last_return = float(episode["r"])
+        finished = [(float(info["episode"]["r"]), int(info["episode"]["l"]))
+                    for info in self.locals["infos"] if "episode" in info]
+        if finished:
+            log_episodes(self.lab_logger, finished, self.model.num_timesteps)
+            self.agent.last_return = finished[-1][0]
         return True
 
     def _on_rollout_start(self) -> None:
