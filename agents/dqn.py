@@ -1,0 +1,398 @@
+"""Deep Q-Network (Mnih et al. 2015) with the usual options: double DQN (van Hasselt et al. 2016),
+a dueling head (Wang et al. 2016), n-step returns and prioritized replay (Schaul et al. 2016).
+Huber loss, gradient-norm clipping, hard or Polyak target updates, a linear epsilon schedule.
+
+The loop keeps Stable-Baselines3's meaning of every setting, so an rl-zoo3 preset means the
+same thing here as there:
+
+- ``train_freq`` counts ``env.step()`` calls; each call gives ``num_envs`` transitions and
+  ``num_timesteps`` counts transitions.
+- Before ``learning_starts`` transitions, actions are uniform random; then epsilon-greedy.
+- Epsilon falls linearly from ``exploration_initial_eps`` to ``exploration_final_eps`` over the
+  first ``exploration_fraction * total_timesteps`` transitions.
+- Every ``target_update_interval // num_envs`` calls (at least 1) the target network moves to
+  ``tau * online + (1 - tau) * target`` (tau = 1: a copy). This happens while collecting, so
+  the target network is fixed during a training phase.
+- After every ``train_freq`` calls, once ``num_timesteps > learning_starts``: ``gradient_steps``
+  updates (-1: one per transition collected since the last phase) on fresh batches.
+
+NEXT_STEP autoreset: the step after an episode ends only resets that env. It is not a
+transition: it is not stored and does not count as a step for any counter above. On the step
+that ends an episode the returned observation is the true final one, so a truncated episode
+bootstraps from it and a terminated one does not.
+
+Speed: the buffer lives in tensors on the device; with uniform replay a training phase draws all
+its batches at once, and (plain DQN) computes every target with one pass of the fixed target
+network; the loss is read back once per phase (``check_finite`` on the mean: if any step's loss
+was NaN or inf, so is the mean).
+
+Checkpoints: ``state_dict(include_replay=None)`` holds networks, optimizer, counters and RNGs;
+the replay buffer too when ``include_replay`` is True, or when it is None and the attribute
+``save_replay`` is True (default False; the runner sets it from ``train.save_replay``). A resumed
+agent starts fresh episodes (an env's state is not saved); transitions pending for n-step returns
+at save time are lost.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from agents.common import EpisodeTracker, make_env, make_vec_env, resolve_device
+from agents.replay import ReplayBuffer
+from lab.backbone import (
+    DuelingQHead,
+    MLPSpec,
+    NetworkSpec,
+    OptimizerSpec,
+    QHead,
+    build_body,
+    build_optimizer,
+)
+from lab.checkpoint import check_finite
+
+
+class DQNConfig(BaseModel):
+    """Hyperparameters; names and defaults follow SB3's DQN where it has the setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algo: Literal["dqn"] = "dqn"
+    network: NetworkSpec = MLPSpec(hidden=[64, 64], activation="relu")
+    optimizer: OptimizerSpec = OptimizerSpec()
+    lr: float = Field(1e-4, gt=0)
+    buffer_size: int = Field(1_000_000, ge=1)
+    learning_starts: int = Field(100, ge=0)  # transitions of uniform random actions first
+    batch_size: int = Field(32, ge=1)
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    train_freq: int = Field(4, ge=1)  # env.step() calls between training phases
+    gradient_steps: int = Field(1, ge=-1)  # updates per phase; -1: one per transition collected
+    target_update_interval: int = Field(10_000, ge=1)  # transitions between target updates
+    tau: float = Field(1.0, gt=0.0, le=1.0)  # 1: hard copy; < 1: Polyak averaging
+    exploration_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    exploration_initial_eps: float = Field(1.0, ge=0.0, le=1.0)
+    exploration_final_eps: float = Field(0.05, ge=0.0, le=1.0)
+    # The run length that exploration_fraction (and PER's beta annealing) refer to, like SB3's
+    # learn(total_timesteps). None: the total_steps of the current learn() call.
+    total_timesteps: int | None = Field(None, ge=1)
+    max_grad_norm: float | None = Field(10.0, gt=0.0)  # None: no clipping
+    loss: Literal["huber", "mse"] = "huber"
+    double_q: bool = False
+    dueling: bool = False
+    n_step: int = Field(1, ge=1)
+    prioritized: bool = False
+    per_alpha: float = Field(0.6, ge=0.0)
+    per_beta: float = Field(0.4, ge=0.0, le=1.0)  # annealed linearly to 1 over total_timesteps
+    per_eps: float = Field(1e-6, gt=0.0)
+
+
+# ---- pure math --------------------------------------------------------------------------------
+
+
+def linear_schedule(step: float, start: float, end: float, duration: float) -> float:
+    """``start`` at step 0, straight to ``end`` at ``duration``, ``end`` afterwards."""
+    if step >= duration:
+        return end
+    return start + (end - start) * step / duration
+
+
+def td_target(rewards: torch.Tensor, discounts: torch.Tensor, dones: torch.Tensor,
+              next_values: torch.Tensor) -> torch.Tensor:
+    """r + discount * (1 - done) * V(s'); done = terminated (truncation bootstraps)."""
+    return rewards + discounts * (1.0 - dones) * next_values
+
+
+def max_next_q(target_next_q: torch.Tensor) -> torch.Tensor:
+    """DQN: V(s') = max_a Q_target(s', a)."""
+    return target_next_q.max(dim=1).values
+
+
+def double_q_next_q(online_next_q: torch.Tensor, target_next_q: torch.Tensor) -> torch.Tensor:
+    """Double DQN: V(s') = Q_target(s', argmax_a Q_online(s', a))."""
+    best = online_next_q.argmax(dim=1, keepdim=True)
+    return target_next_q.gather(1, best).squeeze(1)
+
+
+def q_loss(q: torch.Tensor, target: torch.Tensor, kind: str = "huber",
+           weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean Huber (delta = 1, SB3's smooth_l1) or squared error, optionally importance-weighted."""
+    fn = F.smooth_l1_loss if kind == "huber" else F.mse_loss
+    if weights is None:
+        return fn(q, target)
+    return (weights * fn(q, target, reduction="none")).mean()
+
+
+# ---- the agent --------------------------------------------------------------------------------
+
+
+def build_q_network(config: DQNConfig, obs_shape: tuple[int, ...], n_actions: int) -> nn.Module:
+    body = build_body(config.network, obs_shape)
+    head = (DuelingQHead if config.dueling else QHead)(body.out_dim, n_actions)
+    return nn.Sequential(body, head)
+
+
+class DQN:
+    Config = DQNConfig
+
+    def __init__(self, config: DQNConfig, env_spec, *, device: str = "cpu", seed: int = 0):
+        self.config, self.env_spec, self.seed = config, env_spec, int(seed)
+        self.device = resolve_device(device)
+        probe = make_env(env_spec)
+        obs_space, act_space = probe.observation_space, probe.action_space
+        probe.close()
+        if not isinstance(act_space, gym.spaces.Discrete):
+            raise ValueError(f"DQN needs a Discrete action space, {env_spec.id} has {act_space}")
+        self.obs_shape, self.n_actions = tuple(obs_space.shape), int(act_space.n)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.q_net = build_q_network(config, self.obs_shape, self.n_actions).to(self.device)
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.optimizer = build_optimizer(self.q_net.parameters(), config.optimizer, config.lr)
+        self.buffer = ReplayBuffer(
+            config.buffer_size, self.obs_shape, obs_space.dtype, num_envs=env_spec.num_envs,
+            n_step=config.n_step, gamma=config.gamma, device=self.device,
+            prioritized=config.prioritized, alpha=config.per_alpha, priority_eps=config.per_eps)
+        self.rng = np.random.default_rng(self.seed)  # exploration, PER draws
+        self.torch_rng = torch.Generator(device=self.device)  # uniform replay draws
+        self.torch_rng.manual_seed(self.seed)
+
+        self.num_timesteps = 0  # transitions collected
+        self.n_calls = 0  # env.step() calls that held at least one transition
+        self.n_updates = 0  # gradient steps
+        self.exploration_rate = config.exploration_initial_eps
+        self.save_replay = False
+        self._rollout_calls = 0  # env.step() calls since the last training phase
+        self._rollout_transitions = 0
+        self._horizon = config.total_timesteps
+        self._env = None
+
+    # ---- acting -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _greedy(self, obs: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(obs, device=self.device).float()
+        return self.q_net(x).argmax(dim=1).cpu().numpy()
+
+    def _epsilon_greedy(self, obs: np.ndarray, eps: float) -> np.ndarray:
+        n = len(obs)
+        explore = self.rng.random(n) < eps
+        if explore.all():
+            return self.rng.integers(self.n_actions, size=n)
+        actions = self._greedy(obs)
+        if explore.any():
+            actions = np.where(explore, self.rng.integers(self.n_actions, size=n), actions)
+        return actions
+
+    def predict(self, obs, state=None, episode_start=None, deterministic: bool = False):
+        """SB3's signature: greedy when deterministic, else epsilon-greedy at the current rate."""
+        obs = np.asarray(obs)
+        single = obs.shape == self.obs_shape
+        batch = obs[None] if single else obs
+        if deterministic:
+            actions = self._greedy(batch)
+        else:
+            actions = self._epsilon_greedy(batch, self.exploration_rate)
+        return (actions[0] if single else actions), state
+
+    # ---- learning -----------------------------------------------------------------------------
+
+    def _start_envs(self) -> None:
+        self._env = make_vec_env(self.env_spec, self.seed + self.num_timesteps)
+        self._obs, _ = self._env.reset(seed=self.seed + self.num_timesteps)
+        self._tracker = EpisodeTracker(self._env.num_envs)
+        self._resetting = np.zeros(self._env.num_envs, dtype=bool)
+        self._last_return = float("nan")
+
+    def learn(self, total_steps: int, logger, checkpointer=None, progress=None) -> DQN:
+        cfg = self.config
+        if self._env is None:
+            self._start_envs()
+        if cfg.total_timesteps is None:
+            self._horizon = total_steps
+        env, tracker, num_envs = self._env, self._tracker, self._env.num_envs
+        eps_steps = cfg.exploration_fraction * self._horizon
+        target_every = max(cfg.target_update_interval // num_envs, 1)
+        obs = self._obs
+        clock, clock_steps = time.perf_counter(), self.num_timesteps
+
+        while self.num_timesteps < total_steps:
+            if self._resetting.all():  # every env only resets this step: any action will do
+                actions = np.zeros(num_envs, dtype=np.int64)
+            elif self.num_timesteps < cfg.learning_starts:
+                actions = self.rng.integers(self.n_actions, size=num_envs)
+            else:
+                actions = self._epsilon_greedy(obs, self.exploration_rate)
+            next_obs, rewards, terminated, truncated, _ = env.step(actions)
+            for ret, length in tracker.step(rewards, terminated, truncated):
+                logger.log({"train/episode_return": ret, "train/episode_length": length},
+                           step=self.num_timesteps)
+                self._last_return = ret
+            valid = tracker.valid
+            self._resetting = terminated | truncated
+            n_valid = int(valid.sum())
+            if n_valid:
+                self.buffer.add(obs, actions, rewards, next_obs, terminated, truncated, valid)
+            obs = next_obs
+            if n_valid == 0:
+                continue  # a reset-only step is not an env step for any counter
+
+            self.num_timesteps += n_valid
+            self.n_calls += 1
+            if self.n_calls % target_every == 0:
+                self._update_target()
+            self.exploration_rate = linear_schedule(
+                self.num_timesteps, cfg.exploration_initial_eps, cfg.exploration_final_eps,
+                eps_steps)
+            self._rollout_calls += 1
+            self._rollout_transitions += n_valid
+            if self._rollout_calls < cfg.train_freq:
+                continue
+
+            # ---- end of a rollout: a training phase ----
+            if self.num_timesteps > cfg.learning_starts and len(self.buffer) > 0:
+                steps = (cfg.gradient_steps if cfg.gradient_steps >= 0
+                         else self._rollout_transitions)
+                if steps > 0:
+                    loss = self._train(steps)
+                    check_finite({"loss/td": loss}, self.num_timesteps)
+                    metrics = {"loss/td": loss, "train/epsilon": self.exploration_rate}
+                    if self.num_timesteps - clock_steps >= 1000:
+                        now = time.perf_counter()
+                        metrics["time/steps_per_sec"] = (
+                            (self.num_timesteps - clock_steps) / (now - clock))
+                        clock, clock_steps = now, self.num_timesteps
+                    logger.log(metrics, step=self.num_timesteps)
+            self._rollout_calls = self._rollout_transitions = 0
+            if checkpointer is not None:
+                self._obs = obs
+                checkpointer.maybe_save(self.num_timesteps, self.state_dict)
+            if progress is not None:
+                progress(self.num_timesteps, self._last_return)
+
+        self._obs = obs
+        if checkpointer is not None:
+            checkpointer.maybe_save(self.num_timesteps, self.state_dict)
+        if progress is not None:
+            progress(self.num_timesteps, self._last_return)
+        return self
+
+    @torch.no_grad()
+    def _update_target(self) -> None:
+        tau = self.config.tau
+        for t, p in zip(self.target_net.parameters(), self.q_net.parameters(), strict=True):
+            t.lerp_(p, tau)  # tau = 1 gives p exactly
+        for t, b in zip(self.target_net.buffers(), self.q_net.buffers(), strict=True):
+            t.copy_(b)  # running statistics (batch norm) are copied, as SB3 does
+
+    @torch.no_grad()
+    def _next_values(self, next_obs: torch.Tensor) -> torch.Tensor:
+        target_q = self.target_net(next_obs)
+        if self.config.double_q:
+            return double_q_next_q(self.q_net(next_obs), target_q)
+        return max_next_q(target_q)
+
+    def _train(self, gradient_steps: int) -> float:
+        """``gradient_steps`` updates; returns their mean loss."""
+        cfg, size = self.config, self.config.batch_size
+        params = list(self.q_net.parameters())
+        uniform, fixed_targets = not cfg.prioritized, not cfg.prioritized and not cfg.double_q
+        if uniform:  # the buffer does not change during the phase: draw every batch at once
+            data = self.buffer.sample(gradient_steps * size, self.torch_rng)
+            batches = [data.rows(i * size, (i + 1) * size) for i in range(gradient_steps)]
+            if fixed_targets:  # nor does the target network: one pass gives every target
+                targets = td_target(data.rewards, data.discounts, data.dones,
+                                    self._next_values(data.next_obs.float())).split(size)
+        else:
+            beta = linear_schedule(self.num_timesteps, cfg.per_beta, 1.0, self._horizon)
+        loss_sum = torch.zeros((), device=self.device)
+        for i in range(gradient_steps):
+            batch = batches[i] if uniform else self.buffer.sample_prioritized(size, beta, self.rng)
+            if fixed_targets:
+                target = targets[i]
+            else:
+                target = td_target(batch.rewards, batch.discounts, batch.dones,
+                                   self._next_values(batch.next_obs.float()))
+            q = self.q_net(batch.obs.float()).gather(1, batch.actions[:, None]).squeeze(1)
+            loss = q_loss(q, target, cfg.loss, batch.weights)
+            for p in params:
+                p.grad = None  # what zero_grad(set_to_none=True) does, without its overhead
+            loss.backward()
+            if cfg.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
+            self.optimizer.step()
+            if not uniform:
+                self.buffer.update_priorities(batch.indices, q.detach() - target)
+            loss_sum += loss.detach()
+        self.n_updates += gradient_steps
+        return float(loss_sum) / gradient_steps
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def state_dict(self, include_replay: bool | None = None) -> dict:
+        if include_replay is None:
+            include_replay = self.save_replay
+        state = {
+            "config": self.config.model_dump(mode="json"),
+            "q_net": self.q_net.state_dict(),
+            "target_net": self.target_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "num_timesteps": self.num_timesteps,
+            "n_calls": self.n_calls,
+            "n_updates": self.n_updates,
+            "exploration_rate": self.exploration_rate,
+            "rollout_calls": self._rollout_calls,
+            "rollout_transitions": self._rollout_transitions,
+            "horizon": self._horizon,
+            "rng": _generator_state(self.rng),
+            "torch_rng": self.torch_rng.get_state(),
+        }
+        if include_replay:
+            state["replay"] = self.buffer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q_net.load_state_dict(state["q_net"])
+        self.target_net.load_state_dict(state["target_net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_timesteps = int(state["num_timesteps"])
+        self.n_calls = int(state["n_calls"])
+        self.n_updates = int(state["n_updates"])
+        self.exploration_rate = float(state["exploration_rate"])
+        self._rollout_calls = int(state["rollout_calls"])
+        self._rollout_transitions = int(state["rollout_transitions"])
+        self._horizon = state["horizon"]
+        self.rng.bit_generator.state = _restore_generator_state(state["rng"])
+        self.torch_rng.set_state(state["torch_rng"].cpu())
+        if "replay" in state:
+            self.buffer.load_state_dict(state["replay"])
+        if self._env is not None:  # continue with fresh episodes
+            self._env.close()
+            self._env = None
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def _generator_state(rng: np.random.Generator) -> dict:
+    """A numpy Generator's state with its 128-bit integers as strings (weights_only-safe)."""
+    s = rng.bit_generator.state
+    return {"bit_generator": s["bit_generator"], "state": str(s["state"]["state"]),
+            "inc": str(s["state"]["inc"]), "has_uint32": int(s["has_uint32"]),
+            "uinteger": int(s["uinteger"])}
+
+
+def _restore_generator_state(d: dict) -> dict:
+    return {"bit_generator": d["bit_generator"],
+            "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+            "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
