@@ -114,8 +114,8 @@ def run_train(args) -> int:
 def _print_result(name: str, seed: int, result) -> None:
     ev = ("" if result.eval_mean is None
           else f", eval {result.eval_mean:.1f} ± {result.eval_std:.1f}")
-    print(f"{name} seed {seed}: run {result.run_id} {result.status} after "
-          f"{result.steps:,} steps in {result.wall_s:.1f} s{ev}")
+    print(f"{name} seed {seed}: run {result.run_id} {result.status}: {result.steps:,} steps "
+          f"at {result.steps_per_sec:,.0f} steps/s, {result.wall_s:.1f} s in all{ev}")
 
 
 def _client_for_existing(uri: str):

@@ -38,7 +38,7 @@ def run_quickstart(uri: str, experiment: str, show_progress: bool = True,
                               show_progress=show_progress)
         results.append((spec, result))
         print(f"  -> eval return {result.eval_mean:.1f} ± {result.eval_std:.1f}, "
-              f"{result.wall_s:.1f} s")
+              f"{result.steps_per_sec:,.0f} steps/s, {result.wall_s:.1f} s in all")
 
     best_spec, best = max(results, key=lambda sr: sr[1].eval_mean)
     tracker = Tracker(uri, experiment)

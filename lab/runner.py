@@ -44,6 +44,11 @@ class RunResult:
     eval_std: float | None = None
     steps: int = 0
     wall_s: float = 0.0
+    learn_s: float = 0.0  # time inside agent.learn only (no evaluation, GIF, artifacts)
+
+    @property
+    def steps_per_sec(self) -> float:
+        return self.steps / self.learn_s if self.learn_s > 0 else float("nan")
 
 
 def git_commit() -> str:
@@ -140,13 +145,16 @@ def train(spec: Spec, *, tracker: Tracker, device: str = "auto", group: str | No
     total = spec.train.steps
     every = spec.train.eval_every or total
     start = time.monotonic()
+    first_step = agent.num_timesteps
     result = RunResult(run_id, "RUNNING")
     try:
         with _progress(total, spec.name, show_progress) as progress:
             progress(agent.num_timesteps, None)
             while agent.num_timesteps < total:
                 target = min(total, (agent.num_timesteps // every + 1) * every)
+                t0 = time.monotonic()
                 agent.learn(target, logger, checkpointer, progress)
+                result.learn_s += time.monotonic() - t0
                 if spec.train.eval_episodes and agent.num_timesteps < total:
                     _log_eval(evaluate(agent, spec.env, spec.train.eval_episodes), agent, logger)
         if spec.train.eval_episodes:
@@ -172,7 +180,7 @@ def train(spec: Spec, *, tracker: Tracker, device: str = "auto", group: str | No
         tracker.finish("KILLED")
         raise
     tracker.finish("FINISHED")
-    result.status, result.steps = "FINISHED", agent.num_timesteps
+    result.status, result.steps = "FINISHED", agent.num_timesteps - first_step
     result.wall_s = time.monotonic() - start
     return result
 

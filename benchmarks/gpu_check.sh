@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU check, one prepared script; each section runs by name and takes under 3 minutes.
+#   benchmarks/gpu_check.sh            # every section
+#   benchmarks/gpu_check.sh rl         # only DQN and PPO on CartPole, cuda vs cpu
+# Sections print steps/s on cuda next to the cpu figure from the same machine and run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy
+store="sqlite:///$(mktemp -d)/mlflow.db"
+
+section_rl() {
+  python - <<'PY'
+import torch
+assert torch.cuda.is_available(), "no CUDA device: this section needs a GPU"
+print(torch.cuda.get_device_name(0))
+PY
+  for algo in dqn ppo; do
+    for device in cpu cuda; do
+      # end to end through the CLI: a tracked run, checkpoints, eval, GIF
+      lab train "cartpole-$algo" train.steps=20000 train.eval_episodes=5 --device "$device" \
+        --no-progress --tracking-uri "$store" | grep "steps/s" | sed "s/^/$device: /"
+    done
+  done
+}
+
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=(rl)
+for s in "${sections[@]}"; do
+  echo "== section $s"
+  "section_$s"
+done
