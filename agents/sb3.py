@@ -4,7 +4,8 @@
 configs use the field names, meanings and defaults of our own agents (``agents/dqn.py``,
 ``agents/actor_critic.py``), which are SB3's hyperparameter names, so a preset switches between
 ``dqn`` and ``sb3.dqn`` by changing ``algo`` alone; ``tests/test_sb3_agents.py`` checks this.
-Options SB3 does not have (double/dueling/prioritized DQN, LSTM) are not offered here.
+Switches for what SB3 does not have (double/dueling/prioritized DQN, a shared body, an LSTM)
+exist only fixed off, so that a preset which leaves them off runs on either.
 
 How the pieces meet:
 
@@ -112,7 +113,9 @@ class _SB3OnPolicyConfig(_SB3Config):
     normalize_advantage: bool
     network: MLPSpec = Field(default_factory=_default_ac_network)
     log_std_init: float = 0.0
-    lstm: Literal[False] = False  # ours has an LSTM option; SB3's A2C/PPO do not
+    # Our options SB3's A2C/PPO lack (a body shared by both heads, an LSTM), fixed off.
+    shared: Literal[False] = False
+    lstm: Literal[False] = False
     # SB3's VecNormalize: running-statistics observations and return-scaled rewards, both
     # clipped to +-clip_obs (as ours); the statistics are part of the checkpoint.
     normalize_obs: bool = False
@@ -341,6 +344,8 @@ class _SB3Agent:
 
     def learn(self, total_steps: int, logger, checkpointer=None, progress=None):
         self.horizon = self._configured_horizon() or int(total_steps)
+        # The runner marks train.save_replay on the checkpointer: periodic saves honour it too.
+        self.save_replay = bool(getattr(checkpointer, "include_replay", self.save_replay))
         if self.num_timesteps >= total_steps:
             return self
         callback = _LabCallback(self, logger, checkpointer, progress)

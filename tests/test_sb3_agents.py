@@ -219,10 +219,13 @@ def test_vec_normalize_statistics_round_trip(tmp_path):
 
 def test_replay_only_on_request():
     agent = make("sb3.dqn")
-    agent.learn(300, ListLogger())
-    assert "replay" not in agent.state_dict()
-    agent.save_replay = True
-    assert agent.state_dict()["replay"]["rewards"].shape[0] == agent.num_timesteps == 304
+    ckpt = _Checkpointer()
+    agent.learn(300, ListLogger(), ckpt)
+    assert "replay" not in agent.state_dict() and "replay" not in ckpt.saved[-1][1]
+    assert agent.state_dict(include_replay=True)["replay"]["rewards"].shape[0] == 304
+    ckpt.include_replay = True  # what the runner sets from train.save_replay
+    agent.learn(400, ListLogger(), ckpt)
+    assert ckpt.saved[-1][1]["replay"]["rewards"].shape[0] == agent.num_timesteps == 400
 
 
 def test_sb3_evaluate_policy_runs_on_the_agent():
