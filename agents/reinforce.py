@@ -152,9 +152,10 @@ class Reinforce:
         self.observation_space, self.action_space = probe.observation_space, probe.action_space
         probe.close()
 
-        torch.manual_seed(self.seed)
-        self.policy = Policy(config.network, self.observation_space, self.action_space)
-        self.value = ValueNet(config.network, self.observation_space)
+        with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG left alone
+            torch.manual_seed(self.seed)
+            self.policy = Policy(config.network, self.observation_space, self.action_space)
+            self.value = ValueNet(config.network, self.observation_space)
         self.policy.to(self.device)
         self.value.to(self.device)
         params = list(self.policy.parameters()) + list(self.value.parameters())
