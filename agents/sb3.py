@@ -4,7 +4,7 @@
 configs use the field names, meanings and defaults of our own agents (``agents/dqn.py``,
 ``agents/actor_critic.py``), which are SB3's hyperparameter names, so a preset switches between
 ``dqn`` and ``sb3.dqn`` by changing ``algo`` alone; ``tests/test_sb3_agents.py`` checks this.
-Switches for what SB3 does not have (double/dueling/prioritized DQN, a shared body, an LSTM)
+Switches for what SB3 does not have (double/dueling/prioritized DQN, an LSTM)
 exist only fixed off, so that a preset which leaves them off runs on either.
 
 How the pieces meet:
@@ -113,9 +113,7 @@ class _SB3OnPolicyConfig(_SB3Config):
     normalize_advantage: bool
     network: MLPSpec = Field(default_factory=_default_ac_network)
     log_std_init: float = 0.0
-    # Our options SB3's A2C/PPO lack (a body shared by both heads, an LSTM), fixed off.
-    shared: Literal[False] = False
-    lstm: Literal[False] = False
+    lstm: Literal[False] = False  # ours has an LSTM option; SB3's A2C/PPO do not
     # SB3's VecNormalize: running-statistics observations and return-scaled rewards, both
     # clipped to +-clip_obs (as ours); the statistics are part of the checkpoint.
     normalize_obs: bool = False
