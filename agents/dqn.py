@@ -28,7 +28,8 @@ was NaN or inf, so is the mean).
 
 Checkpoints: ``state_dict(include_replay=None)`` holds networks, optimizer, counters and RNGs;
 the replay buffer too when ``include_replay`` is True, or when it is None and the attribute
-``save_replay`` is True (default False; the runner sets it from ``train.save_replay``). A resumed
+``save_replay`` is True (default False; ``learn`` copies the checkpointer's ``include_replay``,
+which the runner sets from ``train.save_replay``). A resumed
 agent starts fresh episodes (an env's state is not saved); transitions pending for n-step returns
 at save time are lost.
 """
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from agents.common import EpisodeTracker, make_env, make_vec_env, resolve_device
+from agents.common import EpisodeTracker, log_episodes, make_env, make_vec_env, resolve_device
 from agents.replay import ReplayBuffer
 from lab.backbone import (
     DuelingQHead,
@@ -218,6 +219,8 @@ class DQN:
             self._start_envs()
         if cfg.total_timesteps is None:
             self._horizon = total_steps
+        # the runner marks train.save_replay on the checkpointer: periodic saves honour it too
+        self.save_replay = bool(getattr(checkpointer, "include_replay", self.save_replay))
         env, tracker, num_envs = self._env, self._tracker, self._env.num_envs
         eps_steps = cfg.exploration_fraction * self._horizon
         target_every = max(cfg.target_update_interval // num_envs, 1)
@@ -232,10 +235,10 @@ class DQN:
             else:
                 actions = self._epsilon_greedy(obs, self.exploration_rate)
             next_obs, rewards, terminated, truncated, _ = env.step(actions)
-            for ret, length in tracker.step(rewards, terminated, truncated):
-                logger.log({"train/episode_return": ret, "train/episode_length": length},
-                           step=self.num_timesteps)
-                self._last_return = ret
+            finished = tracker.step(rewards, terminated, truncated)
+            if finished:
+                log_episodes(logger, finished, self.num_timesteps)
+                self._last_return = finished[-1][0]
             valid = tracker.valid
             self._resetting = terminated | truncated
             n_valid = int(valid.sum())

@@ -20,7 +20,7 @@ from agents.dqn import (
     q_loss,
     td_target,
 )
-from lab.checkpoint import NonFiniteLossError, load, save_atomic
+from lab.checkpoint import Checkpointer, NonFiniteLossError, load, save_atomic
 from lab.spec import EnvSpec, load_spec
 from lab.tracking import ListLogger
 
@@ -216,9 +216,10 @@ def test_learns_cartpole(trained):
 @pytest.mark.slow
 def test_sb3_evaluate_policy(trained):
     from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
 
     _, agent, _, _ = trained
-    mean, _ = evaluate_policy(agent, gym.make("CartPole-v1"), n_eval_episodes=5,
+    mean, _ = evaluate_policy(agent, Monitor(gym.make("CartPole-v1")), n_eval_episodes=5,
                               deterministic=True)
     assert mean >= 300
 
@@ -262,11 +263,15 @@ def test_checkpoint_round_trip_and_continue(tmp_path):
     assert len(fresh.buffer) == 0 and fresh.num_timesteps == 300
 
 
-def test_save_replay_attribute_controls_default():
+def test_periodic_checkpoints_follow_the_checkpointers_include_replay(tmp_path):
     agent = DQN(small_config(), CARTPOLE, seed=0)
-    agent.learn(60, ListLogger())
-    agent.save_replay = True
-    assert len(agent.state_dict()["replay"]["rewards"]) == 60
+    ckpt = Checkpointer(tmp_path, every=50)
+    ckpt.include_replay = True  # what the runner sets from train.save_replay
+    agent.learn(60, ListLogger(), ckpt)
+    saved = ckpt.load()
+    assert saved["step"] == 50 and len(saved["agent"]["replay"]["rewards"]) == 50
+    agent.save_replay = False
+    assert "replay" not in agent.state_dict()
 
 
 def test_nan_guard_raises():
