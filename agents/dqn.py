@@ -151,6 +151,8 @@ class DQN:
         probe.close()
         if not isinstance(act_space, gym.spaces.Discrete):
             raise ValueError(f"DQN needs a Discrete action space, {env_spec.id} has {act_space}")
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise ValueError(f"DQN needs a Box observation space, {env_spec.id} has {obs_space}")
         self.obs_shape, self.n_actions = tuple(obs_space.shape), int(act_space.n)
 
         with torch.random.fork_rng(devices=[]):

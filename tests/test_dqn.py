@@ -289,6 +289,8 @@ def test_huge_learning_rate_raises():
         agent.learn(1000, ListLogger())
 
 
-def test_rejects_continuous_actions():
-    with pytest.raises(ValueError, match="Discrete"):
+def test_rejects_unsupported_spaces():
+    with pytest.raises(ValueError, match="Discrete action space"):
         DQN(small_config(), EnvSpec(id="Pendulum-v1"))
+    with pytest.raises(ValueError, match="Box observation space"):
+        DQN(small_config(), EnvSpec(id="lab/GridWorld-v0"))
