@@ -16,8 +16,9 @@ The semantics follow SB3 for the same hyperparameters: separate policy and value
 A2C's RMSprop(alpha=0.99, eps=1e-5), linear schedules on ``1 - steps / schedule_steps``
 (rl-zoo3's ``lin_1e-3`` is ``lr: 1.0e-3, lr_schedule: linear``).
 
-``lstm: true`` puts an LSTM (``lab.backbone.LSTMCore``) between each body and its head, like
-sb3-contrib's RecurrentPPO with ``enable_critic_lstm``. Recurrent minibatches are whole
+``lstm: true`` gives each branch an LSTM (``lab.backbone.LSTMCore``), like sb3-contrib's
+RecurrentPPO with ``enable_critic_lstm``: obs -> LSTM -> MLP -> head for MLP nets (its
+MlpLstmPolicy), body -> LSTM -> head for conv nets. Recurrent minibatches are whole
 ``n_steps`` sequences of ``batch_size // n_steps`` envs, started from the state the rollout
 started with; invalid rows stay in the sequence (the memory must see them) but not in the loss.
 """
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from agents.common import EpisodeTracker, make_env, make_vec_env, resolve_device
-from agents.rollout import RolloutBuffer, explained_variance
+from agents.rollout import RolloutBuffer, RunningMeanStd, explained_variance
 from lab.backbone import (
     CategoricalHead,
     GaussianHead,
@@ -108,6 +109,16 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     return masked_mean((returns - values) ** 2, mask)
 
 
+@torch.no_grad()
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale the gradients so that their global L2 norm is at most ``max_norm``; returns the
+    norm before. ``torch.nn.utils.clip_grad_norm_``'s math without its per-call grouping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp(max=1.0))
+    return total
+
+
 # ---- the network ------------------------------------------------------------------------------
 
 
@@ -122,13 +133,22 @@ class ActorCritic(nn.Module):
     def __init__(self, obs_shape: tuple[int, ...], action_space: spaces.Space, network,
                  lstm_hidden: int | None = None, log_std_init: float = 0.0):
         super().__init__()
+        self.recurrent = lstm_hidden is not None
+        self.pi_lstm = self.vf_lstm = None
+        # MLP nets: obs -> LSTM -> MLP -> head (sb3-contrib's MlpLstmPolicy; it learns the
+        # POMDP CartPole far better than MLP -> LSTM); conv nets: body -> LSTM -> head.
+        self.lstm_first = self.recurrent and network.type == "mlp"
+        self.obs_dims = len(obs_shape)
+        if self.lstm_first:
+            self.pi_lstm = LSTMCore(math.prod(obs_shape), lstm_hidden, init=network.init)
+            self.vf_lstm = LSTMCore(math.prod(obs_shape), lstm_hidden, init=network.init)
+            obs_shape = (lstm_hidden,)
         self.pi_body = build_body(network, obs_shape)
         self.vf_body = build_body(network, obs_shape)
         features = self.pi_body.out_dim
-        self.recurrent = lstm_hidden is not None
-        if self.recurrent:
-            self.pi_lstm = LSTMCore(features, lstm_hidden)
-            self.vf_lstm = LSTMCore(features, lstm_hidden)
+        if self.recurrent and not self.lstm_first:
+            self.pi_lstm = LSTMCore(features, lstm_hidden, init=network.init)
+            self.vf_lstm = LSTMCore(features, lstm_hidden, init=network.init)
             features = lstm_hidden
         self.discrete = isinstance(action_space, spaces.Discrete)
         if self.discrete:
@@ -139,17 +159,22 @@ class ActorCritic(nn.Module):
         if network.init == "orthogonal":  # SB3's ortho_init: heads at gains 0.01 and 1
             init_actor_critic(policy_head=self.pi_head, value_head=self.vf_head)
 
+    def _branch(self, body, lstm, obs, state, episode_starts):
+        if self.lstm_first:
+            x, state = lstm(obs.flatten(obs.dim() - self.obs_dims), state, episode_starts)
+            return body(x), state
+        x = body(obs)
+        if lstm is not None:
+            x, state = lstm(x, state, episode_starts)
+        return x, state
+
     def policy(self, obs, state=None, episode_starts=None):
         """The policy branch alone (acting without a value): ``(policy_out, pi_state)``."""
-        x = self.pi_body(obs)
-        if self.recurrent:
-            x, state = self.pi_lstm(x, state, episode_starts)
+        x, state = self._branch(self.pi_body, self.pi_lstm, obs, state, episode_starts)
         return self.pi_head(x), state
 
     def value(self, obs, state=None, episode_starts=None):
-        x = self.vf_body(obs)
-        if self.recurrent:
-            x, state = self.vf_lstm(x, state, episode_starts)
+        x, state = self._branch(self.vf_body, self.vf_lstm, obs, state, episode_starts)
         return self.vf_head(x), state
 
     def forward(self, obs, state=None, episode_starts=None):
@@ -165,27 +190,32 @@ class ActorCritic(nn.Module):
             log_p = policy_out.log_softmax(-1)
             if deterministic:
                 action = log_p.argmax(-1)
-            else:
-                action = torch.multinomial(log_p.exp(), 1, generator=generator).squeeze(-1)
+            else:  # Gumbel-max: argmax(log p - log E), E ~ Exp(1), is a draw from p
+                noise = torch.empty_like(log_p).exponential_(generator=generator)
+                action = (log_p - noise.log()).argmax(-1)
             return action, log_p.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         action = policy_out
         if not deterministic:
             noise = torch.randn(policy_out.shape, generator=generator, device=policy_out.device)
             action = policy_out + self.pi_head.log_std.exp() * noise
-        return action, self.log_prob_entropy(policy_out, action)[0]
+        return action, self.log_prob(policy_out, action)
 
-    def log_prob_entropy(self, policy_out: torch.Tensor, actions: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """log pi(a|s) and the policy's entropy, per row."""
+    def log_prob(self, policy_out: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s) per row."""
         if self.discrete:
             log_p = policy_out.log_softmax(-1)
-            log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-            return log_prob, -(log_p.exp() * log_p).sum(-1)
+            return log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         log_std = self.pi_head.log_std
         z = (actions - policy_out) * torch.exp(-log_std)
-        log_prob = (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
-        return log_prob, entropy.expand_as(log_prob)
+        return (-0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self, policy_out: torch.Tensor) -> torch.Tensor:
+        """The policy's entropy per row."""
+        if self.discrete:
+            log_p = policy_out.log_softmax(-1)
+            return -(log_p.exp() * log_p).sum(-1)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.pi_head.log_std).sum(-1)
+        return entropy.expand(policy_out.shape[:-1])
 
 
 # ---- configs ----------------------------------------------------------------------------------
@@ -212,9 +242,15 @@ class _OnPolicyConfig(BaseModel):
     normalize_advantage: bool
     network: NetworkSpec = Field(default_factory=_default_network)
     optimizer: OptimizerSpec
-    lstm: bool = False
+    lstm: bool = False  # an LSTM between body and head (both branches)
     lstm_hidden: int = Field(64, ge=1)
     log_std_init: float = 0.0  # Box action spaces: the Gaussian's initial log std
+    # SB3's VecNormalize (rl-zoo3's ``normalize: true`` is both): observations centred and
+    # scaled by running statistics, rewards scaled by the running std of the discounted return;
+    # both clipped to +-clip. The statistics are part of the checkpoint.
+    normalize_obs: bool = False
+    normalize_reward: bool = False
+    clip_obs: float = Field(10.0, gt=0)
 
 
 class A2CConfig(_OnPolicyConfig):
@@ -274,7 +310,14 @@ class _OnPolicyAgent:
                                      self.config.log_std_init).to(self.device)
         self.optimizer = build_optimizer(self.model.parameters(), self.config.optimizer,
                                          self.config.lr)
+        for group in self.optimizer.param_groups:  # torch defaults to a per-tensor loop on
+            if group.get("foreach") is None and not group.get("fused"):  # CPU: same math,
+                group["foreach"] = True  # a dozen kernels instead of ~70 per step
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self._params = list(self.model.parameters())
+        self.obs_rms = RunningMeanStd(self.observation_space.shape) \
+            if self.config.normalize_obs else None
+        self.ret_rms = RunningMeanStd(()) if self.config.normalize_reward else None
         self.num_timesteps = 0
         self.n_updates = 0
         self._env = None
@@ -284,7 +327,9 @@ class _OnPolicyAgent:
     def _start_envs(self) -> None:
         self._env = make_vec_env(self.env_spec, seed=self.seed + self.num_timesteps)
         n = self._env.num_envs
-        self._obs, _ = self._env.reset(seed=self.seed + self.num_timesteps)
+        self._obs = self._normalize_obs(self._env.reset(seed=self.seed + self.num_timesteps)[0],
+                                        update=True)
+        self._returns = np.zeros(n, dtype=np.float64)  # for reward normalization
         self._tracker = EpisodeTracker(n)
         self._episode_starts = np.ones(n, dtype=bool)
         self._state = None  # the recurrent state, None = zeros
@@ -314,9 +359,13 @@ class _OnPolicyAgent:
                         self._episode_starts)
                 if self._act_low is not None:
                     actions = np.clip(actions, self._act_low, self._act_high)
-                self._obs, rewards, terminated, truncated, _ = env.step(actions)
+                obs, rewards, terminated, truncated, _ = env.step(actions)
+                self._obs = self._normalize_obs(obs, update=True)
                 self.num_timesteps += env.num_envs
                 ended = tracker.step(rewards, terminated, truncated)
+                if self.ret_rms is not None:
+                    rewards = self._normalize_reward(rewards, terminated | truncated,
+                                                     tracker.valid)
                 buf.record(rewards, terminated, truncated, tracker.valid)
                 self._episode_starts = ~tracker.valid
                 for ret, length in ended:
@@ -329,6 +378,20 @@ class _OnPolicyAgent:
             last_values = model.value(obs_t, vf_state, starts)[0].cpu().numpy()
         buf.compute_advantages(last_values, self.config.gamma, self.config.gae_lambda)
         return finished
+
+    def _normalize_obs(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
+        if self.obs_rms is None:
+            return obs
+        if update:
+            self.obs_rms.update(obs)
+        return self.obs_rms.normalize(obs, self.config.clip_obs)
+
+    def _normalize_reward(self, rewards, dones, valid) -> np.ndarray:
+        """VecNormalize's reward scaling; NEXT_STEP reset rows neither count nor carry."""
+        self._returns = self._returns * self.config.gamma + rewards
+        self.ret_rms.update(self._returns[valid])
+        self._returns[dones] = 0.0
+        return self.ret_rms.scale(rewards, self.config.clip_obs)
 
     def _minibatches(self, batch_size: int):
         """One epoch of minibatches of the rollout, as dicts of tensors with a ``mask``.
@@ -346,7 +409,7 @@ class _OnPolicyAgent:
             perm = torch.randperm(n, generator=self.generator, device=self.generator.device)
             for i in range(0, n, batch_size):
                 idx = perm[i:i + batch_size].to(self.device)
-                yield {k: v[idx] for k, v in d.items() if v is not None}
+                yield {k: None if v is None else v[idx] for k, v in d.items()}
             return
         n_envs = d["obs"].shape[1]
         per = max(1, batch_size // self.config.n_steps)
@@ -376,19 +439,16 @@ class _OnPolicyAgent:
             d["mask"] = None
         self._batch = d
 
-    def _evaluate(self, mb) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log_probs, entropy, values) of a minibatch under the current network."""
+    def _forward(self, mb) -> tuple[torch.Tensor, torch.Tensor]:
+        """(policy_out, values) of a minibatch under the current network."""
         if self.model.recurrent:
-            policy_out, values, _ = self.model(mb["obs"], mb["state"], mb["episode_starts"])
-        else:
-            policy_out, values, _ = self.model(mb["obs"])
-        log_probs, entropy = self.model.log_prob_entropy(policy_out, mb["actions"])
-        return log_probs, entropy, values
+            return self.model(mb["obs"], mb["state"], mb["episode_starts"])[:2]
+        return self.model(mb["obs"])[:2]
 
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        clip_grad_norm(self._params, self.config.max_grad_norm)
         self.optimizer.step()
 
     def _set_lr(self, progress_remaining: float) -> float:
@@ -446,6 +506,7 @@ class _OnPolicyAgent:
         single = obs.shape == self.observation_space.shape
         if single:
             obs = obs[None]
+        obs = self._normalize_obs(obs)
         with torch.no_grad():
             obs_t = torch.as_tensor(obs, device=self.device)
             if self.model.recurrent:
@@ -474,6 +535,8 @@ class _OnPolicyAgent:
             "num_timesteps": int(self.num_timesteps),
             "n_updates": int(self.n_updates),
             "generator": self.generator.get_state(),
+            "obs_rms": None if self.obs_rms is None else self.obs_rms.state_dict(),
+            "ret_rms": None if self.ret_rms is None else self.ret_rms.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -482,6 +545,9 @@ class _OnPolicyAgent:
         self.num_timesteps = int(state["num_timesteps"])
         self.n_updates = int(state["n_updates"])
         self.generator.set_state(state["generator"].cpu())
+        for rms, key in ((self.obs_rms, "obs_rms"), (self.ret_rms, "ret_rms")):
+            if rms is not None and state.get(key) is not None:
+                rms.load_state_dict(state[key])
         if self._env is not None:  # restart the envs where the loaded run stood
             self._env.close()
             self._env = None
@@ -498,20 +564,27 @@ class A2C(_OnPolicyAgent):
         self._prepare_batch()
         mb = next(self._minibatches(self.buffer.n_steps * self.buffer.n_envs))
         mask = mb["mask"]
-        log_probs, entropy, values = self._evaluate(mb)
+        policy_out, values = self._forward(mb)
+        log_probs = self.model.log_prob(policy_out, mb["actions"])
+        entropy_loss = -masked_mean(self.model.entropy(policy_out), mask)
         adv = mb["advantages"]
         if cfg.normalize_advantage:
             adv = normalize_advantages(adv, mask)
         policy_loss = policy_gradient_loss(log_probs, adv, mask)
-        value_loss = masked_mean((mb["returns"] - values) ** 2, mask)
-        entropy_loss = -masked_mean(entropy, mask)
-        self._step(policy_loss + cfg.ent_coef * entropy_loss + cfg.vf_coef * value_loss)
+        value_loss = clipped_value_loss(values, mb["values"], mb["returns"], None, mask)
+        loss = policy_loss + cfg.vf_coef * value_loss
+        if cfg.ent_coef:
+            loss = loss + cfg.ent_coef * entropy_loss
+        self._step(loss)
         policy, value, ent = torch.stack([policy_loss, value_loss, entropy_loss]).tolist()
         return {"policy": policy, "value": value, "entropy": ent}
 
 
 class PPO(_OnPolicyAgent):
-    """Proximal policy optimization with the clipped surrogate, SB3's PPO semantics."""
+    """Proximal policy optimization with the clipped surrogate, SB3's PPO semantics.
+
+    The logged losses, approx KL and clip fraction are the means over the last epoch's
+    minibatches (the ones closest to the new policy; SB3's approx_kl is the same)."""
 
     Config = PPOConfig
 
@@ -522,29 +595,39 @@ class PPO(_OnPolicyAgent):
         if cfg.clip_range_schedule == "linear":
             clip = linear_schedule(clip, progress_remaining)
         self._prepare_batch()
-        stats = []
         stop = False
-        for _ in range(cfg.n_epochs):
+        for epoch in range(cfg.n_epochs):
+            record = epoch == cfg.n_epochs - 1 or cfg.target_kl is not None
+            stats = []
             for mb in self._minibatches(cfg.batch_size):
                 mask = mb["mask"]
-                log_probs, entropy, values = self._evaluate(mb)
-                adv = mb["advantages"]
-                if cfg.normalize_advantage:
-                    adv = normalize_advantages(adv, mask)
-                policy_loss = clipped_surrogate_loss(log_probs, mb["log_probs"], adv, clip, mask)
+                if "normalized_advantages" not in mb:  # once when one minibatch is the batch
+                    adv = mb["advantages"]
+                    mb["normalized_advantages"] = (normalize_advantages(adv, mask)
+                                                   if cfg.normalize_advantage else adv)
+                policy_out, values = self._forward(mb)
+                log_probs = self.model.log_prob(policy_out, mb["actions"])
+                policy_loss = clipped_surrogate_loss(log_probs, mb["log_probs"],
+                                                     mb["normalized_advantages"], clip, mask)
                 value_loss = clipped_value_loss(values, mb["values"], mb["returns"],
                                                 cfg.clip_range_vf, mask)
-                entropy_loss = -masked_mean(entropy, mask)
-                with torch.no_grad():
-                    log_ratio = log_probs - mb["log_probs"]
-                    approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
-                    clipped = masked_mean(((log_ratio.exp() - 1).abs() > clip).float(), mask)
-                stats.append(torch.stack([policy_loss.detach(), value_loss.detach(),
-                                          entropy_loss.detach(), approx_kl, clipped]))
-                if cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl:
-                    stop = True
-                    break
-                self._step(policy_loss + cfg.ent_coef * entropy_loss + cfg.vf_coef * value_loss)
+                loss = policy_loss + cfg.vf_coef * value_loss
+                if cfg.ent_coef or record:
+                    entropy_loss = -masked_mean(self.model.entropy(policy_out), mask)
+                    loss = loss + cfg.ent_coef * entropy_loss if cfg.ent_coef else loss
+                if record:
+                    with torch.no_grad():
+                        log_ratio = log_probs - mb["log_probs"]
+                        approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+                        clip_frac = masked_mean(((log_ratio.exp() - 1).abs() > clip).float(),
+                                                mask)
+                        stats.append(torch.stack([policy_loss, value_loss, entropy_loss,
+                                                  approx_kl, clip_frac]))
+                    # SB3: stop all epochs once the new policy drifted too far from the old
+                    stop = cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl
+                    if stop:
+                        break
+                self._step(loss)
             if stop:
                 break
         policy, value, ent, kl, clip_frac = torch.stack(stats).mean(0).tolist()

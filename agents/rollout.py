@@ -71,6 +71,42 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
     return float("nan") if var_target == 0 else float(1.0 - np.var(target - predicted) / var_target)
 
 
+class RunningMeanStd:
+    """Running mean and variance of a stream of batches (Chan et al.'s parallel update), as in
+    SB3's VecNormalize: ``normalize(x) = clip((x - mean) / sqrt(var + eps), -clip, clip)``."""
+
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4):
+        self.mean = np.zeros(shape, dtype=np.float64)
+        self.var = np.ones(shape, dtype=np.float64)
+        self.count = float(epsilon)
+
+    def update(self, batch: np.ndarray) -> None:
+        if len(batch) == 0:
+            return
+        b_mean, b_var, b_count = batch.mean(axis=0), batch.var(axis=0), len(batch)
+        delta = b_mean - self.mean
+        total = self.count + b_count
+        self.mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.var = m2 / total
+        self.count = total
+
+    def normalize(self, x: np.ndarray, clip: float = 10.0, eps: float = 1e-8) -> np.ndarray:
+        return np.clip((x - self.mean) / np.sqrt(self.var + eps), -clip, clip).astype(np.float32)
+
+    def scale(self, x: np.ndarray, clip: float = 10.0, eps: float = 1e-8) -> np.ndarray:
+        """``x / sqrt(var + eps)``, clipped: VecNormalize's reward scaling (no centring)."""
+        return np.clip(x / np.sqrt(self.var + eps), -clip, clip).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "var": self.var.tolist(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean = np.asarray(state["mean"], dtype=np.float64)
+        self.var = np.asarray(state["var"], dtype=np.float64)
+        self.count = float(state["count"])
+
+
 class RolloutBuffer:
     """``n_steps`` x ``n_envs`` arrays filled one vector step at a time (``add`` then ``record``),
     then ``compute_advantages``; ``reset`` starts the next rollout."""
