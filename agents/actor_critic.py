@@ -218,6 +218,107 @@ class ActorCritic(nn.Module):
         return entropy.expand(policy_out.shape[:-1])
 
 
+# ---- analytic gradients: the fast path for MLP nets with a categorical policy ----------------
+#
+# Autograd spends most of a small MLP's update in per-op bookkeeping, not arithmetic. For the
+# common case (feed-forward tanh/ReLU MLPs from lab.backbone, Discrete actions) the gradients
+# of the A2C / PPO loss are written out below: the same numbers autograd gives (tested against
+# it), in about half the time. Everything else (LSTM, conv bodies, Box actions) uses autograd.
+
+Layers = list[tuple[nn.Linear, nn.Module | None]]
+
+
+def mlp_layers(body: nn.Module, head: nn.Linear) -> Layers | None:
+    """``[(linear, activation), ..., (head, None)]`` of a backbone MLP body + linear head, or
+    None when the body is anything else (or has an activation other than tanh / ReLU)."""
+    net = getattr(body, "net", None)
+    if not isinstance(net, nn.Sequential) or len(getattr(body, "in_shape", ())) != 1:
+        return None
+    modules, layers = list(net), []
+    for i, m in enumerate(modules):
+        if isinstance(m, nn.Linear):
+            act = modules[i + 1] if i + 1 < len(modules) else None
+            if not isinstance(act, nn.Tanh | nn.ReLU):
+                return None
+            layers.append((m, act))
+        elif not isinstance(m, nn.Tanh | nn.ReLU):
+            return None
+    return [*layers, (head, None)]
+
+
+def mlp_forward(layers: Layers, x: torch.Tensor, keep: bool = False
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The MLP's output and (``keep``) every layer's input for ``mlp_backward``; call it
+    under ``torch.no_grad()``. On big batches tanh is computed as 2 sigmoid(2z) - 1: torch's
+    CPU tanh kernel is several times slower than its sigmoid (small ones: one call is less)."""
+    kept = [x]
+    for linear, act in layers:
+        x = torch.addmm(linear.bias, x, linear.weight.t())
+        if isinstance(act, nn.Tanh):
+            x = x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0) if x.shape[0] >= 64 else x.tanh_()
+        elif act is not None:
+            x = x.relu_()
+        if keep:
+            kept.append(x)
+    return x, kept
+
+
+def mlp_backward(layers: Layers, kept: list[torch.Tensor], grad_out: torch.Tensor) -> None:
+    """Set each layer's ``.grad`` from d loss / d output (backpropagation by hand); call it
+    under ``torch.no_grad()``."""
+    for i in range(len(layers) - 1, -1, -1):
+        linear, act = layers[i]
+        if isinstance(act, nn.Tanh):
+            grad_out = torch.ops.aten.tanh_backward(grad_out, kept[i + 1])
+        elif act is not None:
+            grad_out = grad_out * (kept[i + 1] > 0)
+        linear.weight.grad = grad_out.t().mm(kept[i])
+        linear.bias.grad = grad_out.sum(0)
+        if i:
+            grad_out = grad_out.mm(linear.weight)
+
+
+@torch.no_grad()
+def categorical_loss_grads(logits, values, actions, advantages, returns, old_log_probs,
+                           old_values, clip_range: float | None, clip_range_vf: float | None,
+                           ent_coef: float, vf_coef: float, with_losses: bool = True):
+    """The gradient of a minibatch's loss w.r.t. the logits and the values, and the losses.
+
+    Loss = policy + vf_coef * value + ent_coef * (-entropy), the policy term being A2C's
+    ``policy_gradient_loss`` (``clip_range`` None) or PPO's ``clipped_surrogate_loss``, the
+    value term ``clipped_value_loss``. Returns (d_logits, d_values, log_probs, losses) with
+    losses = stacked (policy, value, -entropy) when ``with_losses``, else None.
+    """
+    n = logits.shape[0]
+    log_p = logits.log_softmax(-1)
+    p = log_p.exp()
+    log_probs = log_p.gather(1, actions.unsqueeze(1)).squeeze(1)
+    if clip_range is None:
+        objective = advantages * log_probs
+        d_log_probs = advantages * (-1.0 / n)
+    else:
+        ratio = torch.exp(log_probs - old_log_probs)
+        unclipped = advantages * ratio
+        objective = torch.min(unclipped, advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
+        # d/d log pi of -r A / n where the unclipped term is the min, 0 where the clip binds
+        d_log_probs = unclipped.mul_(unclipped <= objective).mul_(-1.0 / n)
+    d_logits = p * (-d_log_probs).unsqueeze(1)  # d log pi(a) / d logits = onehot(a) - p
+    d_logits.scatter_add_(1, actions.unsqueeze(1), d_log_probs.unsqueeze(1))
+    entropy = -(p * log_p).sum(-1) if (ent_coef or with_losses) else None
+    if ent_coef:  # d(-H)/d logits = p (log p + H)
+        d_logits += (log_p + entropy.unsqueeze(1)).mul_(p).mul_(ent_coef / n)
+    pred = values
+    if clip_range_vf is not None:
+        pred = old_values + (values - old_values).clamp(-clip_range_vf, clip_range_vf)
+    err = pred - returns
+    losses = (torch.stack([-objective.mean(), (err * err).mean(), -entropy.mean()])
+              if with_losses else None)
+    d_values = err.mul_(2.0 * vf_coef / n)
+    if clip_range_vf is not None:
+        d_values.mul_((values - old_values).abs() <= clip_range_vf)
+    return d_logits, d_values, log_probs, losses
+
+
 # ---- configs ----------------------------------------------------------------------------------
 
 
@@ -251,6 +352,9 @@ class _OnPolicyConfig(BaseModel):
     normalize_obs: bool = False
     normalize_reward: bool = False
     clip_obs: float = Field(10.0, gt=0)
+    # hand-written gradients for tanh/ReLU MLPs with Discrete actions (same numbers, ~2x
+    # faster updates); false: always autograd. Other nets always use autograd.
+    analytic_grads: bool = True
 
 
 class A2CConfig(_OnPolicyConfig):
@@ -315,6 +419,12 @@ class _OnPolicyAgent:
                 group["foreach"] = True  # a dozen kernels instead of ~70 per step
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self._params = list(self.model.parameters())
+        m = self.model
+        self._layers = None  # (policy layers, value layers) of the analytic fast path
+        if self.config.analytic_grads and m.discrete and not m.recurrent:
+            pi, vf = mlp_layers(m.pi_body, m.pi_head.linear), mlp_layers(m.vf_body,
+                                                                          m.vf_head.linear)
+            self._layers = (pi, vf) if pi is not None and vf is not None else None
         self.obs_rms = RunningMeanStd(self.observation_space.shape) \
             if self.config.normalize_obs else None
         self.ret_rms = RunningMeanStd(()) if self.config.normalize_reward else None
@@ -352,7 +462,11 @@ class _OnPolicyAgent:
                 obs_t = torch.as_tensor(self._obs, device=dev)
                 starts = (torch.as_tensor(self._episode_starts, device=dev)
                           if model.recurrent else None)
-                policy_out, values, self._state = model(obs_t, self._state, starts)
+                if self._layers is not None:
+                    policy_out = mlp_forward(self._layers[0], obs_t)[0]
+                    values = mlp_forward(self._layers[1], obs_t)[0].squeeze(-1)
+                else:
+                    policy_out, values, self._state = model(obs_t, self._state, starts)
                 actions, log_probs = model.sample(policy_out, generator=self.generator)
                 actions = actions.cpu().numpy()
                 buf.add(self._obs, actions, log_probs.cpu().numpy(), values.cpu().numpy(),
@@ -375,7 +489,9 @@ class _OnPolicyAgent:
             obs_t = torch.as_tensor(self._obs, device=dev)
             starts = torch.as_tensor(self._episode_starts, device=dev) if model.recurrent else None
             vf_state = None if self._state is None else self._state[1]
-            last_values = model.value(obs_t, vf_state, starts)[0].cpu().numpy()
+            last_values = model.value(obs_t, vf_state, starts)[0] if self._layers is None \
+                else mlp_forward(self._layers[1], obs_t)[0].squeeze(-1)
+            last_values = last_values.cpu().numpy()
         buf.compute_advantages(last_values, self.config.gamma, self.config.gae_lambda)
         return finished
 
@@ -445,9 +561,24 @@ class _OnPolicyAgent:
             return self.model(mb["obs"], mb["state"], mb["episode_starts"])[:2]
         return self.model(mb["obs"])[:2]
 
-    def _step(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def _analytic_grads(self, mb, clip_range: float | None, advantages: torch.Tensor,
+                        with_losses: bool):
+        """The fast path's forward + loss + backward: fills ``.grad``, returns
+        (log_probs, stacked (policy, value, entropy) losses or None)."""
+        cfg = self.config
+        clip_range_vf = getattr(cfg, "clip_range_vf", None)
+        with torch.no_grad():
+            logits, pi_kept = mlp_forward(self._layers[0], mb["obs"], keep=True)
+            values, vf_kept = mlp_forward(self._layers[1], mb["obs"], keep=True)
+            d_logits, d_values, log_probs, losses = categorical_loss_grads(
+                logits, values.squeeze(1), mb["actions"], advantages, mb["returns"],
+                mb["log_probs"], mb["values"], clip_range, clip_range_vf, cfg.ent_coef,
+                cfg.vf_coef, with_losses)
+            mlp_backward(self._layers[0], pi_kept, d_logits)
+            mlp_backward(self._layers[1], vf_kept, d_values.unsqueeze(1))
+        return log_probs, losses
+
+    def _apply_grads(self) -> None:
         clip_grad_norm(self._params, self.config.max_grad_norm)
         self.optimizer.step()
 
@@ -564,19 +695,25 @@ class A2C(_OnPolicyAgent):
         self._prepare_batch()
         mb = next(self._minibatches(self.buffer.n_steps * self.buffer.n_envs))
         mask = mb["mask"]
-        policy_out, values = self._forward(mb)
-        log_probs = self.model.log_prob(policy_out, mb["actions"])
-        entropy_loss = -masked_mean(self.model.entropy(policy_out), mask)
         adv = mb["advantages"]
         if cfg.normalize_advantage:
             adv = normalize_advantages(adv, mask)
-        policy_loss = policy_gradient_loss(log_probs, adv, mask)
-        value_loss = clipped_value_loss(values, mb["values"], mb["returns"], None, mask)
-        loss = policy_loss + cfg.vf_coef * value_loss
-        if cfg.ent_coef:
-            loss = loss + cfg.ent_coef * entropy_loss
-        self._step(loss)
-        policy, value, ent = torch.stack([policy_loss, value_loss, entropy_loss]).tolist()
+        if self._layers is not None:
+            losses = self._analytic_grads(mb, None, adv, True)[1]
+        else:
+            policy_out, values = self._forward(mb)
+            log_probs = self.model.log_prob(policy_out, mb["actions"])
+            entropy_loss = -masked_mean(self.model.entropy(policy_out), mask)
+            policy_loss = policy_gradient_loss(log_probs, adv, mask)
+            value_loss = clipped_value_loss(values, mb["values"], mb["returns"], None, mask)
+            loss = policy_loss + cfg.vf_coef * value_loss
+            if cfg.ent_coef:
+                loss = loss + cfg.ent_coef * entropy_loss
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            losses = torch.stack([policy_loss, value_loss, entropy_loss]).detach()
+        self._apply_grads()
+        policy, value, ent = losses.tolist()
         return {"policy": policy, "value": value, "entropy": ent}
 
 
@@ -605,29 +742,36 @@ class PPO(_OnPolicyAgent):
                     adv = mb["advantages"]
                     mb["normalized_advantages"] = (normalize_advantages(adv, mask)
                                                    if cfg.normalize_advantage else adv)
-                policy_out, values = self._forward(mb)
-                log_probs = self.model.log_prob(policy_out, mb["actions"])
-                policy_loss = clipped_surrogate_loss(log_probs, mb["log_probs"],
-                                                     mb["normalized_advantages"], clip, mask)
-                value_loss = clipped_value_loss(values, mb["values"], mb["returns"],
-                                                cfg.clip_range_vf, mask)
-                loss = policy_loss + cfg.vf_coef * value_loss
-                if cfg.ent_coef or record:
-                    entropy_loss = -masked_mean(self.model.entropy(policy_out), mask)
-                    loss = loss + cfg.ent_coef * entropy_loss if cfg.ent_coef else loss
+                adv = mb["normalized_advantages"]
+                if self._layers is not None:
+                    log_probs, losses = self._analytic_grads(mb, clip, adv, record)
+                else:
+                    policy_out, values = self._forward(mb)
+                    log_probs = self.model.log_prob(policy_out, mb["actions"])
+                    policy_loss = clipped_surrogate_loss(log_probs, mb["log_probs"], adv, clip,
+                                                         mask)
+                    value_loss = clipped_value_loss(values, mb["values"], mb["returns"],
+                                                    cfg.clip_range_vf, mask)
+                    loss = policy_loss + cfg.vf_coef * value_loss
+                    if cfg.ent_coef or record:
+                        entropy_loss = -masked_mean(self.model.entropy(policy_out), mask)
+                        loss = loss + cfg.ent_coef * entropy_loss if cfg.ent_coef else loss
+                        losses = torch.stack([policy_loss, value_loss, entropy_loss]).detach()
                 if record:
                     with torch.no_grad():
                         log_ratio = log_probs - mb["log_probs"]
                         approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
                         clip_frac = masked_mean(((log_ratio.exp() - 1).abs() > clip).float(),
                                                 mask)
-                        stats.append(torch.stack([policy_loss, value_loss, entropy_loss,
-                                                  approx_kl, clip_frac]))
+                        stats.append(torch.cat([losses, torch.stack([approx_kl, clip_frac])]))
                     # SB3: stop all epochs once the new policy drifted too far from the old
                     stop = cfg.target_kl is not None and approx_kl.item() > 1.5 * cfg.target_kl
                     if stop:
                         break
-                self._step(loss)
+                if self._layers is None:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                self._apply_grads()
             if stop:
                 break
         policy, value, ent, kl, clip_frac = torch.stack(stats).mean(0).tolist()
