@@ -225,12 +225,13 @@ class ActorCritic(nn.Module):
 # of the A2C / PPO loss are written out below: the same numbers autograd gives (tested against
 # it), in about half the time. Everything else (LSTM, conv bodies, Box actions) uses autograd.
 
-Layers = list[tuple[nn.Linear, nn.Module | None]]
+Layers = list[tuple[torch.Tensor, torch.Tensor, nn.Module | None]]  # (weight, bias, act)
 
 
 def mlp_layers(body: nn.Module, head: nn.Linear) -> Layers | None:
-    """``[(linear, activation), ..., (head, None)]`` of a backbone MLP body + linear head, or
-    None when the body is anything else (or has an activation other than tanh / ReLU)."""
+    """``[(weight, bias, activation), ..., (head weight, head bias, None)]`` of a backbone MLP
+    body + linear head, or None when the body is anything else (or has an activation other
+    than tanh / ReLU)."""
     net = getattr(body, "net", None)
     if not isinstance(net, nn.Sequential) or len(getattr(body, "in_shape", ())) != 1:
         return None
@@ -240,10 +241,36 @@ def mlp_layers(body: nn.Module, head: nn.Linear) -> Layers | None:
             act = modules[i + 1] if i + 1 < len(modules) else None
             if not isinstance(act, nn.Tanh | nn.ReLU):
                 return None
-            layers.append((m, act))
+            layers.append((m.weight, m.bias, act))
         elif not isinstance(m, nn.Tanh | nn.ReLU):
             return None
-    return [*layers, (head, None)]
+    return [*layers, (head.weight, head.bias, None)]
+
+
+def flatten_parameters(params: list[nn.Parameter]) -> nn.Parameter:
+    """One contiguous parameter holding ``params`` (which become views of it, and their grads
+    views of its grad): the optimizer and the grad clipping then handle one tensor instead of
+    a dozen, which is most of their cost for a small net. The modules see no difference."""
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    start = 0
+    for p in params:
+        end = start + p.numel()
+        p.data = flat.data[start:end].view_as(p)
+        p.grad = flat.grad[start:end].view_as(p)
+        start = end
+    return flat
+
+
+def fuse_branches(pi: Layers, vf: Layers) -> Layers:
+    """One MLP that computes both branches side by side (their first layers stacked, the
+    others block-diagonal): output = [policy_out | value]. For acting, where the batch is a
+    handful of envs and the number of kernel calls, not their size, is the cost."""
+    fused = []
+    for i, ((w_pi, b_pi, act), (w_vf, b_vf, _)) in enumerate(zip(pi, vf, strict=True)):
+        w = torch.cat([w_pi, w_vf]) if i == 0 else torch.block_diag(w_pi, w_vf)
+        fused.append((w.detach(), torch.cat([b_pi, b_vf]).detach(), act))
+    return fused
 
 
 def mlp_forward(layers: Layers, x: torch.Tensor, keep: bool = False
@@ -252,8 +279,8 @@ def mlp_forward(layers: Layers, x: torch.Tensor, keep: bool = False
     under ``torch.no_grad()``. On big batches tanh is computed as 2 sigmoid(2z) - 1: torch's
     CPU tanh kernel is several times slower than its sigmoid (small ones: one call is less)."""
     kept = [x]
-    for linear, act in layers:
-        x = torch.addmm(linear.bias, x, linear.weight.t())
+    for weight, bias, act in layers:
+        x = torch.addmm(bias, x, weight.t())
         if isinstance(act, nn.Tanh):
             x = x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0) if x.shape[0] >= 64 else x.tanh_()
         elif act is not None:
@@ -267,15 +294,18 @@ def mlp_backward(layers: Layers, kept: list[torch.Tensor], grad_out: torch.Tenso
     """Set each layer's ``.grad`` from d loss / d output (backpropagation by hand); call it
     under ``torch.no_grad()``."""
     for i in range(len(layers) - 1, -1, -1):
-        linear, act = layers[i]
+        weight, bias, act = layers[i]
         if isinstance(act, nn.Tanh):
             grad_out = torch.ops.aten.tanh_backward(grad_out, kept[i + 1])
         elif act is not None:
             grad_out = grad_out * (kept[i + 1] > 0)
-        linear.weight.grad = grad_out.t().mm(kept[i])
-        linear.bias.grad = grad_out.sum(0)
+        for param in (weight, bias):
+            if param.grad is None:
+                param.grad = torch.empty_like(param)
+        torch.mm(grad_out.t(), kept[i], out=weight.grad)  # in place: grads may be views
+        torch.sum(grad_out, 0, out=bias.grad)
         if i:
-            grad_out = grad_out.mm(linear.weight)
+            grad_out = grad_out.mm(weight)
 
 
 @torch.no_grad()
@@ -412,19 +442,20 @@ class _OnPolicyAgent:
                                      self.config.network,
                                      self.config.lstm_hidden if self.config.lstm else None,
                                      self.config.log_std_init).to(self.device)
-        self.optimizer = build_optimizer(self.model.parameters(), self.config.optimizer,
-                                         self.config.lr)
-        for group in self.optimizer.param_groups:  # torch defaults to a per-tensor loop on
-            if group.get("foreach") is None and not group.get("fused"):  # CPU: same math,
-                group["foreach"] = True  # a dozen kernels instead of ~70 per step
-        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self._params = list(self.model.parameters())
         m = self.model
         self._layers = None  # (policy layers, value layers) of the analytic fast path
         if self.config.analytic_grads and m.discrete and not m.recurrent:
             pi, vf = mlp_layers(m.pi_body, m.pi_head.linear), mlp_layers(m.vf_body,
                                                                           m.vf_head.linear)
-            self._layers = (pi, vf) if pi is not None and vf is not None else None
+            if pi is not None and vf is not None:
+                self._layers = (pi, vf)
+                self._params = [flatten_parameters(self._params)]
+        self.optimizer = build_optimizer(self._params, self.config.optimizer, self.config.lr)
+        for group in self.optimizer.param_groups:  # torch defaults to a per-tensor loop on
+            if group.get("foreach") is None and not group.get("fused"):  # CPU: same math,
+                group["foreach"] = True  # a dozen kernels instead of ~70 per step
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.obs_rms = RunningMeanStd(self.observation_space.shape) \
             if self.config.normalize_obs else None
         self.ret_rms = RunningMeanStd(()) if self.config.normalize_reward else None
@@ -457,14 +488,16 @@ class _OnPolicyAgent:
         buf.reset()
         self._rollout_state = self._state
         finished: list[tuple[float, int]] = []
+        fused = None if self._layers is None else fuse_branches(*self._layers)
+        n_out = None if fused is None else self._layers[0][-1][0].shape[0]  # policy outputs
         with torch.no_grad():
             while not buf.full:
                 obs_t = torch.as_tensor(self._obs, device=dev)
                 starts = (torch.as_tensor(self._episode_starts, device=dev)
                           if model.recurrent else None)
-                if self._layers is not None:
-                    policy_out = mlp_forward(self._layers[0], obs_t)[0]
-                    values = mlp_forward(self._layers[1], obs_t)[0].squeeze(-1)
+                if fused is not None:
+                    out = mlp_forward(fused, obs_t)[0]
+                    policy_out, values = out[:, :n_out], out[:, n_out]
                 else:
                     policy_out, values, self._state = model(obs_t, self._state, starts)
                 actions, log_probs = model.sample(policy_out, generator=self.generator)
@@ -489,8 +522,8 @@ class _OnPolicyAgent:
             obs_t = torch.as_tensor(self._obs, device=dev)
             starts = torch.as_tensor(self._episode_starts, device=dev) if model.recurrent else None
             vf_state = None if self._state is None else self._state[1]
-            last_values = model.value(obs_t, vf_state, starts)[0] if self._layers is None \
-                else mlp_forward(self._layers[1], obs_t)[0].squeeze(-1)
+            last_values = model.value(obs_t, vf_state, starts)[0] if fused is None \
+                else mlp_forward(fused, obs_t)[0][:, n_out]
             last_values = last_values.cpu().numpy()
         buf.compute_advantages(last_values, self.config.gamma, self.config.gae_lambda)
         return finished
