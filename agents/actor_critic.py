@@ -123,7 +123,8 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
 
 
 class ActorCritic(nn.Module):
-    """Separate policy and value branches: body (-> LSTM) -> head, from ``lab.backbone``.
+    """Separate policy and value branches from ``lab.backbone``: body -> head, or with an LSTM
+    obs -> LSTM -> MLP body -> head (conv bodies: body -> LSTM -> head).
 
     ``forward(obs, state, episode_starts) -> (policy_out, values, state)``: ``obs`` is
     ``(N, *obs_shape)``, or ``(T, B, *obs_shape)`` for a recurrent net; ``policy_out`` is logits
