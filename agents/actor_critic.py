@@ -52,6 +52,7 @@ from lab.backbone.specs import MLPSpec
 from lab.checkpoint import check_finite
 
 LOG_EVERY_STEPS = 2048  # env steps between two loss / speed records
+DIAGNOSTICS = ("approx_kl", "clip_fraction", "explained_variance")  # logged as train/<name>
 
 
 # ---- the math ---------------------------------------------------------------------------------
@@ -643,13 +644,15 @@ class _OnPolicyAgent:
                 last_return = finished[-1][0]
             losses = self._update(1.0 - self.num_timesteps / horizon)
             self.n_updates += 1
-            check_finite(losses, self.num_timesteps)
+            check_finite({k: v for k, v in losses.items() if k not in DIAGNOSTICS},
+                         self.num_timesteps)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             n_summed += 1
             if self.num_timesteps >= next_log or self.num_timesteps >= total_steps:
                 rate = (self.num_timesteps - steps0) / max(time.perf_counter() - t0, 1e-9)
-                record = {f"loss/{k}": v / n_summed for k, v in sums.items()}
+                record = {f"{'train' if k in DIAGNOSTICS else 'loss'}/{k}": v / n_summed
+                          for k, v in sums.items()}
                 record["time/steps_per_sec"] = rate
                 logger.log(record, step=self.num_timesteps)
                 sums, n_summed = {}, 0
@@ -812,4 +815,5 @@ class PPO(_OnPolicyAgent):
         b = self.buffer
         ev = explained_variance(b.values[b.valid], b.returns[b.valid])
         return {"policy": policy, "value": value, "entropy": ent, "approx_kl": kl,
-                "clip_fraction": clip_frac, "explained_variance": 0.0 if math.isnan(ev) else ev}
+                "clip_fraction": clip_frac,  # EV is NaN when the returns are constant
+                "explained_variance": 0.0 if math.isnan(ev) else ev}

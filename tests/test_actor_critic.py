@@ -277,14 +277,17 @@ def test_update_sees_the_rollouts_policy(lstm):
     torch.testing.assert_close(values, mb["values"], atol=1e-5, rtol=0)
 
 
-def test_logs_episodes_losses_and_speed():
+@pytest.mark.parametrize("cls", [A2C, PPO])
+def test_logs_episodes_losses_and_speed(cls):
     logger = ListLogger()
-    agent = A2C({}, CARTPOLE, seed=0)
+    agent = cls({"n_steps": 5, **({"batch_size": 20} if cls is PPO else {})}, CARTPOLE, seed=0)
     agent.learn(3000, logger)
     assert agent.num_timesteps >= 3000
     assert all(length >= 8 for _, length in logger.series("train/episode_length"))
-    assert {"loss/policy", "loss/value", "loss/entropy", "time/steps_per_sec"} <= \
-        {k for _, m in logger.records for k in m}
+    keys = {k for _, m in logger.records for k in m}
+    assert {"loss/policy", "loss/value", "loss/entropy", "time/steps_per_sec"} <= keys
+    if cls is PPO:
+        assert {"train/approx_kl", "train/clip_fraction", "train/explained_variance"} <= keys
     agent.learn(4000, logger)  # callable again with a growing total
     assert 4000 <= agent.num_timesteps < 4000 + 5 * 4
 
