@@ -35,7 +35,13 @@ from gymnasium import spaces
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from agents.common import EpisodeTracker, make_env, make_vec_env, resolve_device
+from agents.common import (
+    EpisodeTracker,
+    log_episodes,
+    make_env,
+    make_vec_env,
+    resolve_device,
+)
 from agents.rollout import RolloutBuffer, RunningMeanStd, explained_variance
 from lab.backbone import (
     CategoricalHead,
@@ -517,9 +523,7 @@ class _OnPolicyAgent:
                                                      tracker.valid)
                 buf.record(rewards, terminated, truncated, tracker.valid)
                 self._episode_starts = ~tracker.valid
-                for ret, length in ended:
-                    logger.log({"train/episode_return": ret, "train/episode_length": length},
-                               step=self.num_timesteps)
+                log_episodes(logger, ended, self.num_timesteps)  # one mean per env step
                 finished += ended
             obs_t = torch.as_tensor(self._obs, device=dev)
             starts = torch.as_tensor(self._episode_starts, device=dev) if model.recurrent else None
