@@ -13,7 +13,7 @@ One iteration reads top to bottom (``_OnPolicyAgent.learn``):
 
 The semantics follow SB3 for the same hyperparameters: separate policy and value MLPs
 ([64, 64] tanh, orthogonal init with gains sqrt(2) / 0.01 / 1), PPO's Adam with eps 1e-5,
-A2C's RMSprop(alpha=0.99, eps=1e-5), linear schedules on ``1 - steps / schedule_steps``
+A2C's RMSprop(alpha=0.99, eps=1e-5), linear schedules on ``1 - steps / total_timesteps``
 (rl-zoo3's ``lin_1e-3`` is ``lr: 1.0e-3, lr_schedule: linear``).
 
 ``lstm: true`` gives each branch an LSTM (``lab.backbone.LSTMCore``), like sb3-contrib's
@@ -374,7 +374,7 @@ class _OnPolicyConfig(BaseModel):
     lr_schedule: Literal["constant", "linear"] = "constant"
     # env steps over which linear schedules go to 0; None: the total_steps of the learn() call
     # (SB3's behaviour for one call). Set it when a runner calls learn() in chunks.
-    schedule_steps: int | None = Field(None, gt=0)
+    total_timesteps: int | None = Field(None, gt=0)
     n_steps: int = Field(ge=1)  # vector steps per rollout (rollout size n_steps * num_envs)
     gamma: float = Field(0.99, ge=0.0, le=1.0)
     gae_lambda: float = Field(ge=0.0, le=1.0)
@@ -637,7 +637,7 @@ class _OnPolicyAgent:
     def learn(self, total_steps: int, logger, checkpointer=None, progress=None) -> None:
         if self._env is None:
             self._start_envs()
-        horizon = self.config.schedule_steps or total_steps
+        horizon = self.config.total_timesteps or total_steps
         t0, steps0 = time.perf_counter(), self.num_timesteps
         sums: dict[str, float] = {}
         n_summed, next_log, next_progress = 0, self.num_timesteps + LOG_EVERY_STEPS, 0.0

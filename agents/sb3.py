@@ -21,7 +21,7 @@ How the pieces meet:
   ``time/steps_per_sec`` every ``LOG_EVERY_STEPS`` env steps. SB3 itself writes nowhere (a
   logger without outputs).
 - Schedules: SB3 measures progress against the end of the current ``learn()`` call; like our
-  agents, ``total_timesteps`` (DQN) / ``schedule_steps`` (A2C, PPO) fix the run length
+  agents, ``total_timesteps`` fixes the run length
   instead, so a run cut into chunks follows one schedule.
 - Checkpoints: ``state_dict()`` holds the policy's tensors, the optimizer state, SB3's counters
   and schedule position (and for DQN the exploration rate and, on request, the replay buffer),
@@ -104,7 +104,7 @@ class _SB3OnPolicyConfig(_SB3Config):
     """agents/actor_critic.py's _OnPolicyConfig, less the LSTM options."""
 
     lr_schedule: Literal["constant", "linear"] = "constant"
-    schedule_steps: int | None = Field(None, gt=0)  # None: the current learn() call's total
+    total_timesteps: int | None = Field(None, gt=0)  # None: the current learn() call's total
     n_steps: int = Field(ge=1)
     gae_lambda: float = Field(ge=0.0, le=1.0)
     ent_coef: float = Field(0.0, ge=0.0)
@@ -338,7 +338,7 @@ class _SB3Agent:
         return int(self.model.num_timesteps)
 
     def _configured_horizon(self) -> int | None:
-        return getattr(self.config, "schedule_steps", None)
+        return getattr(self.config, "total_timesteps", None)
 
     def learn(self, total_steps: int, logger, checkpointer=None, progress=None):
         self.horizon = self._configured_horizon() or int(total_steps)

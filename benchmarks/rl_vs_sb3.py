@@ -27,7 +27,7 @@ import torch
 from agents import agent_configs
 from agents.common import evaluate, seed_everything
 from lab.commands import env_ids
-from lab.runner import build_agent
+from lab.runner import build_agent, with_horizon
 from lab.spec import load_spec, parse_seeds
 from lab.tracking import ListLogger
 
@@ -36,7 +36,7 @@ SOLVED = 475.0
 
 def one_run(preset: str, seed: int, steps: int | None, eval_episodes: int) -> dict:
     overrides = [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps else [])
-    spec = load_spec(preset, overrides, agent_configs(), env_ids())
+    spec = with_horizon(load_spec(preset, overrides, agent_configs(), env_ids()))
     seed_everything(seed)
     agent = build_agent(spec, "cpu")
     start = time.perf_counter()

@@ -60,6 +60,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def with_horizon(spec: Spec) -> Spec:
+    """Fill ``agent.total_timesteps`` (the run length that schedules such as epsilon or a
+    linear learning rate refer to) from ``train.steps`` when the spec leaves it unset, so
+    ``train.steps=20000`` alone shortens the schedules too."""
+    if "total_timesteps" in type(spec.agent).model_fields and spec.agent.total_timesteps is None:
+        agent = spec.agent.model_copy(update={"total_timesteps": spec.train.steps})
+        return spec.model_copy(update={"agent": agent})
+    return spec
+
+
 def build_agent(spec: Spec, device: str = "cpu"):
     from agents import agent_class
 
@@ -105,6 +115,7 @@ def train(spec: Spec, *, tracker: Tracker, device: str = "auto", group: str | No
     from agents.common import evaluate, resolve_device, seed_everything
 
     dev = resolve_device(device)
+    spec = with_horizon(spec)
     if spec.train.torch_threads:
         torch.set_num_threads(spec.train.torch_threads)
     seed_everything(spec.train.seed)

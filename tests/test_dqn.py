@@ -21,6 +21,7 @@ from agents.dqn import (
     td_target,
 )
 from lab.checkpoint import Checkpointer, NonFiniteLossError, load, save_atomic
+from lab.runner import with_horizon
 from lab.spec import EnvSpec, load_spec
 from lab.tracking import ListLogger
 
@@ -89,7 +90,10 @@ def test_presets_validate():
             a.gradient_steps, a.target_update_interval, a.exploration_fraction,
             a.exploration_final_eps, a.network.hidden, a.max_grad_norm, a.loss) == (
         2.3e-3, 64, 100_000, 1000, 256, 128, 10, 0.16, 0.04, [256, 256], 10.0, "huber")
-    assert spec.train.steps == a.total_timesteps == 50_000
+    assert a.total_timesteps is None  # the runner fills it from train.steps
+    assert with_horizon(spec).agent.total_timesteps == spec.train.steps == 50_000
+    short = with_horizon(load_spec("cartpole-dqn", ["train.steps=20000"], configs))
+    assert short.agent.total_timesteps == 20_000  # epsilon decays over the shorter run
     assert load_spec("acrobot-dqn", [], configs).agent.gradient_steps == -1
     assert load_spec("cartpole-dqn-fast", [], configs).agent.algo == "dqn"
 

@@ -126,8 +126,8 @@ def test_dqn_exploration_follows_total_timesteps_across_chunks():
     assert agent.model.exploration_rate == pytest.approx(1.0 - 0.95 * 512 / 1000)
 
 
-def test_ppo_linear_lr_follows_schedule_steps_across_chunks():
-    agent = make("sb3.ppo", lr=1e-3, lr_schedule="linear", schedule_steps=4096)
+def test_ppo_linear_lr_follows_total_timesteps_across_chunks():
+    agent = make("sb3.ppo", lr=1e-3, lr_schedule="linear", total_timesteps=4096)
     agent.learn(1024, ListLogger())
     agent.learn(2048, ListLogger())
     # the last update ran at 2048 of 4096 steps
