@@ -27,7 +27,7 @@ class Row:
     seeds: int
     final_mean: float
     final_std: float
-    reached: int  # seeds whose metric reached the threshold
+    reached: int  # seeds whose moving-average curve metric reached the threshold
     steps_to_threshold: float | None  # median over the seeds that reached it
     wall_s: float
     steps_per_sec: float
@@ -43,10 +43,17 @@ class Row:
 HEADER = ["agent", "env", "seeds", "final", "steps to threshold", "wall s", "steps/s"]
 
 
-def first_step_reaching(history: list[tuple[int, float]], threshold: float) -> int | None:
-    """The first step whose value is >= threshold, or None."""
+SOLVED_WINDOW = 20  # episodes in the moving average that must reach the threshold
+
+
+def first_step_reaching(history: list[tuple[int, float]], threshold: float,
+                        window: int = 1) -> int | None:
+    """The first step at which the mean of the last ``window`` values is >= threshold (the
+    Gym "solved" rule, e.g. CartPole-v1: 475 averaged over consecutive episodes), or None."""
+    values: list[float] = []
     for step, value in sorted(history):
-        if value >= threshold:
+        values.append(value)
+        if len(values) >= window and sum(values[-window:]) / window >= threshold:
             return step
     return None
 
@@ -101,8 +108,10 @@ def collect(client, experiment_id: str, group: str | None, metric: str,
                                                                             metric)]
             if history:
                 finals.append(max(history)[1])  # the value at the last step
+            curve = [(m.step, m.value) for m in
+                     client.get_metric_history(run.info.run_id, curve_metric)]
             if thr is not None:
-                reached = first_step_reaching(history, thr)
+                reached = first_step_reaching(curve, thr, SOLVED_WINDOW)
                 if reached is not None:
                     reach_steps.append(reached)
             if run.info.end_time and run.info.start_time:
@@ -110,8 +119,7 @@ def collect(client, experiment_id: str, group: str | None, metric: str,
             speed = run.data.metrics.get("time/steps_per_sec")
             if speed is not None:
                 speeds.append(speed)
-            group_curves.append([(m.step, m.value) for m in
-                                 client.get_metric_history(run.info.run_id, curve_metric)])
+            group_curves.append(curve)
         rows.append(Row(
             agent=agent, env=env, seeds=len(group_runs),
             final_mean=float(np.mean(finals)) if finals else math.nan,

@@ -16,6 +16,9 @@ from lab.tracking import Tracker
 def test_first_step_reaching():
     assert first_step_reaching([(30, 5.0), (10, 1.0), (20, 4.0)], 4.0) == 20
     assert first_step_reaching([(10, 1.0)], 4.0) is None
+    # a moving average over 3: (1+5+6)/3 = 4 at step 30
+    assert first_step_reaching([(10, 1.0), (20, 5.0), (30, 6.0), (40, 9.0)], 4.0, window=3) == 30
+    assert first_step_reaching([(10, 9.0), (20, 9.0)], 4.0, window=3) is None
 
 
 def test_mean_and_spread_by_hand():
@@ -35,11 +38,13 @@ def synthetic_store(store):
         for seed, final in enumerate(values):
             t = Tracker(store, "exp")
             t.start({}, {"agent": agent, "env": "CartPole-v1", "seed": str(seed), "group": "g"})
-            for step in range(0, 10_001, 1000):
-                t.logger.log({"eval/return_mean": final * step / 10_000,
-                              "train/episode_return": step / 50,
-                              "time/steps_per_sec": 1000.0 * (2 if agent == "ours" else 1)},
-                             step)
+            for step in range(0, 10_001, 250):
+                # episodes return 0 until step 5,000, then the seed's final value
+                t.logger.log({"train/episode_return": final if step >= 5000 else 0.0}, step)
+                if step % 1000 == 0:
+                    t.logger.log({"eval/return_mean": final * step / 10_000,
+                                  "time/steps_per_sec": 1000.0 * (2 if agent == "ours" else 1)},
+                                 step)
             t.finish()
     other = Tracker(store, "exp")
     other.start({}, {"agent": "ours", "env": "CartPole-v1", "group": "elsewhere"})
@@ -56,9 +61,10 @@ def test_collect_summarises_each_agent_over_seeds(store, tmp_path):
     ours, sb3 = by_agent["ours"], by_agent["sb3"]
     assert ours.seeds == 3 and ours.final_mean == pytest.approx(480.0)
     assert ours.final_std == pytest.approx(np.std([500, 480, 460]))
-    # CartPole-v1's reward_threshold is 475: 500 reaches it at step 10,000 * 0.95 -> 10,000,
-    # 480 at 10,000 (0.9 * 480 = 432 < 475); 460 never.
-    assert ours.reached == 2 and ours.steps_to_threshold == 10_000
+    # CartPole-v1's reward_threshold is 475, over a moving average of 20 episodes. Seed 500:
+    # 19 x 500 / 20 = 475 at step 5,000 + 18 * 250 = 9,500; seed 480 needs all 20 values
+    # (step 9,750); 460 never. Median of 9,500 and 9,750:
+    assert ours.reached == 2 and ours.steps_to_threshold == 9_625
     assert sb3.reached == 1 and sb3.steps_per_sec == 1000.0 and ours.steps_per_sec == 2000.0
     assert len(curves[("ours", "CartPole-v1")]) == 3
     assert not math.isnan(ours.wall_s)
