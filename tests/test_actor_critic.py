@@ -15,18 +15,15 @@ from agents.actor_critic import (
     PPO,
     ActorCritic,
     categorical_loss_grads,
-    clip_grad_norm,
     clipped_surrogate_loss,
     clipped_value_loss,
     linear_schedule,
     masked_mean,
-    mlp_backward,
-    mlp_forward,
-    mlp_layers,
     normalize_advantages,
     policy_gradient_loss,
 )
 from agents.common import evaluate
+from lab.backbone.fast_mlp import clip_grad_norm, mlp_backward, mlp_forward, mlp_layers
 from lab.checkpoint import NonFiniteLossError, load, save_atomic
 from lab.spec import EnvSpec, load_spec
 from lab.tracking import ListLogger
