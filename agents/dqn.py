@@ -58,7 +58,18 @@ from lab.backbone import (
     build_body,
     build_optimizer,
 )
+from lab.backbone.fast_mlp import (
+    clip_grad_norm,
+    flatten_parameters,
+    mlp_backward,
+    mlp_forward,
+    mlp_layers,
+)
 from lab.checkpoint import check_finite
+
+# Plain MLP Q-networks train with hand-written backprop (lab/backbone/fast_mlp.py); False puts
+# every network on autograd (the tests compare the two).
+FAST_PATH = True
 
 
 class DQNConfig(BaseModel):
@@ -131,6 +142,22 @@ def q_loss(q: torch.Tensor, target: torch.Tensor, kind: str = "huber",
     return (weights * fn(q, target, reduction="none")).mean()
 
 
+def q_loss_and_grad(q: torch.Tensor, target: torch.Tensor, kind: str = "huber",
+                    weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``q_loss`` and its gradient d loss / d q, written out: Huber (delta 1) is 0.5 x^2 for
+    |x| < 1 else |x| - 0.5, gradient clamp(x, -1, 1); squared error x^2, gradient 2x; both
+    averaged over the batch (and weighted by the importance weights when given)."""
+    diff = q - target
+    if kind == "huber":
+        grad = diff.clamp(-1.0, 1.0)
+        per_item = torch.where(diff.abs() < 1.0, 0.5 * diff * diff, diff.abs() - 0.5)
+    else:
+        grad, per_item = 2.0 * diff, diff * diff
+    if weights is not None:
+        grad, per_item = grad * weights, per_item * weights
+    return per_item.mean(), grad / diff.numel()
+
+
 # ---- the agent --------------------------------------------------------------------------------
 
 
@@ -159,7 +186,13 @@ class DQN:
             torch.manual_seed(self.seed)
             self.q_net = build_q_network(config, self.obs_shape, self.n_actions).to(self.device)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.optimizer = build_optimizer(self.q_net.parameters(), config.optimizer, config.lr)
+        # a plain MLP + linear head (not dueling) trains on the hand-written fast path
+        body, head = self.q_net[0], self.q_net[1]
+        self._layers = (None if config.dueling or not FAST_PATH
+                        else mlp_layers(body, head.linear))
+        params = list(self.q_net.parameters())
+        self._params = [flatten_parameters(params)] if self._layers is not None else params
+        self.optimizer = build_optimizer(self._params, config.optimizer, config.lr)
         self.buffer = ReplayBuffer(
             config.buffer_size, self.obs_shape, obs_space.dtype, num_envs=env_spec.num_envs,
             n_step=config.n_step, gamma=config.gamma, device=self.device,
@@ -326,13 +359,21 @@ class DQN:
             else:
                 target = td_target(batch.rewards, batch.discounts, batch.dones,
                                    self._next_values(batch.next_obs.float()))
-            q = self.q_net(batch.obs.float()).gather(1, batch.actions[:, None]).squeeze(1)
-            loss = q_loss(q, target, cfg.loss, batch.weights)
-            for p in params:
-                p.grad = None  # what zero_grad(set_to_none=True) does, without its overhead
-            loss.backward()
+            if self._layers is not None:
+                with torch.no_grad():
+                    out, kept = mlp_forward(self._layers, batch.obs.float(), keep=True)
+                    q = out.gather(1, batch.actions[:, None]).squeeze(1)
+                    loss, d_q = q_loss_and_grad(q, target, cfg.loss, batch.weights)
+                    d_out = torch.zeros_like(out).scatter_(1, batch.actions[:, None], d_q[:, None])
+                    mlp_backward(self._layers, kept, d_out)
+            else:
+                q = self.q_net(batch.obs.float()).gather(1, batch.actions[:, None]).squeeze(1)
+                loss = q_loss(q, target, cfg.loss, batch.weights)
+                for p in params:
+                    p.grad = None  # what zero_grad(set_to_none=True) does, without its overhead
+                loss.backward()
             if cfg.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
+                clip_grad_norm(self._params, cfg.max_grad_norm)
             self.optimizer.step()
             if not uniform:
                 self.buffer.update_priorities(batch.indices, q.detach() - target)

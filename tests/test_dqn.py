@@ -18,6 +18,7 @@ from agents.dqn import (
     linear_schedule,
     max_next_q,
     q_loss,
+    q_loss_and_grad,
     td_target,
 )
 from lab.checkpoint import Checkpointer, NonFiniteLossError, load, save_atomic
@@ -77,6 +78,38 @@ def test_q_loss_hand_values():
     assert q_loss(q, target, weights=torch.tensor([1.0, 0.5])).item() == pytest.approx(
         (0.125 + 1.25) / 2)
     assert q_loss(q, target, "mse").item() == pytest.approx((0.25 + 9.0) / 2)
+
+
+@pytest.mark.parametrize("kind", ["huber", "mse"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_q_loss_and_grad_match_autograd(kind, weighted):
+    q = torch.tensor([0.0, 2.0, -1.0, 0.3], requires_grad=True)
+    target = torch.tensor([0.5, 0.0, 1.5, 0.2])
+    weights = torch.tensor([1.0, 0.5, 2.0, 1.0]) if weighted else None
+    reference = q_loss(q, target, kind, weights)
+    reference.backward()
+    loss, grad = q_loss_and_grad(q.detach(), target, kind, weights)
+    assert loss.item() == pytest.approx(reference.item())
+    torch.testing.assert_close(grad, q.grad)
+    if kind == "huber" and not weighted:  # by hand: clamp(q - target, -1, 1) / 4
+        torch.testing.assert_close(grad, torch.tensor([-0.5, 1.0, -1.0, 0.1]) / 4)
+
+
+def test_fast_path_updates_match_autograd(monkeypatch):
+    """The same agent trained on the hand-written fast path and on autograd ends with the same
+    weights (up to float rounding)."""
+    import agents.dqn as dqn
+
+    weights = []
+    for fast in (True, False):
+        monkeypatch.setattr(dqn, "FAST_PATH", fast)
+        agent = DQN(small_config(network={"type": "mlp", "hidden": [16, 16],
+                                          "activation": "relu"}), CARTPOLE, seed=3)
+        assert (agent._layers is not None) == fast
+        agent.learn(400, ListLogger())
+        weights.append([p.detach().clone() for p in agent.q_net.parameters()])
+    for a, b in zip(*weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 # ---- the loop's semantics -------------------------------------------------------------------
