@@ -65,7 +65,7 @@ from lab.backbone.fast_mlp import (
     mlp_forward,
     mlp_layers,
 )
-from lab.checkpoint import check_finite
+from lab.checkpoint import check_finite, generator_state, set_generator_state
 
 # Plain MLP Q-networks train with hand-written backprop (lab/backbone/fast_mlp.py); False puts
 # every network on autograd (the tests compare the two).
@@ -398,7 +398,7 @@ class DQN:
             "rollout_calls": self._rollout_calls,
             "rollout_transitions": self._rollout_transitions,
             "horizon": self._horizon,
-            "rng": _generator_state(self.rng),
+            "rng": generator_state(self.rng),
             "torch_rng": self.torch_rng.get_state(),
         }
         if include_replay:
@@ -416,7 +416,7 @@ class DQN:
         self._rollout_calls = int(state["rollout_calls"])
         self._rollout_transitions = int(state["rollout_transitions"])
         self._horizon = state["horizon"]
-        self.rng.bit_generator.state = _restore_generator_state(state["rng"])
+        set_generator_state(self.rng, state["rng"])
         self.torch_rng.set_state(state["torch_rng"].cpu())
         if "replay" in state:
             self.buffer.load_state_dict(state["replay"])
@@ -429,16 +429,3 @@ class DQN:
             self._env.close()
             self._env = None
 
-
-def _generator_state(rng: np.random.Generator) -> dict:
-    """A numpy Generator's state with its 128-bit integers as strings (weights_only-safe)."""
-    s = rng.bit_generator.state
-    return {"bit_generator": s["bit_generator"], "state": str(s["state"]["state"]),
-            "inc": str(s["state"]["inc"]), "has_uint32": int(s["has_uint32"]),
-            "uinteger": int(s["uinteger"])}
-
-
-def _restore_generator_state(d: dict) -> dict:
-    return {"bit_generator": d["bit_generator"],
-            "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-            "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}

@@ -41,7 +41,7 @@ from stable_baselines3.common.logger import Logger as SB3Logger
 
 from agents.common import log_episodes, resolve_device
 from lab.backbone import MLPSpec, OptimizerSpec
-from lab.checkpoint import check_finite
+from lab.checkpoint import check_finite, generator_state, set_generator_state
 
 LOG_EVERY_STEPS = 2048  # env steps between two loss / speed records (as agents/actor_critic.py)
 
@@ -370,7 +370,7 @@ class _SB3Agent:
             "episode_num": int(m._episode_num),
             "progress_remaining": float(m._current_progress_remaining),
             "horizon": self.horizon,
-            "action_space_rng": _generator_state(m.action_space.np_random),
+            "action_space_rng": generator_state(m.action_space.np_random),
             "obs_rms": (None if self.normalizer is None
                         else _rms_state(self.normalizer.obs_rms)),
             "ret_rms": (None if self.normalizer is None
@@ -386,8 +386,7 @@ class _SB3Agent:
         m._episode_num = int(state["episode_num"])
         m._current_progress_remaining = float(state["progress_remaining"])
         self.horizon = state["horizon"]
-        m.action_space.np_random.bit_generator.state = _restore_generator_state(
-            state["action_space_rng"])
+        set_generator_state(m.action_space.np_random, state["action_space_rng"])
         if self.normalizer is not None:
             _load_rms_state(self.normalizer.obs_rms, state["obs_rms"])
             _load_rms_state(self.normalizer.ret_rms, state["ret_rms"])
@@ -467,16 +466,3 @@ def _load_rms_state(rms, state: dict) -> None:
     rms.var = state["var"].numpy().copy()
     rms.count = float(state["count"])
 
-
-def _generator_state(rng: np.random.Generator) -> dict:
-    """A numpy Generator's state with its 128-bit integers as strings."""
-    s = rng.bit_generator.state
-    return {"bit_generator": s["bit_generator"], "state": str(s["state"]["state"]),
-            "inc": str(s["state"]["inc"]), "has_uint32": int(s["has_uint32"]),
-            "uinteger": int(s["uinteger"])}
-
-
-def _restore_generator_state(d: dict) -> dict:
-    return {"bit_generator": d["bit_generator"],
-            "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-            "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}

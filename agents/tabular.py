@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.common import EpisodeTracker, make_env, make_vec_env
-from lab.checkpoint import check_finite
+from lab.checkpoint import check_finite, generator_state, set_generator_state
 
 # ---- pure math ------------------------------------------------------------------------------
 
@@ -135,19 +135,6 @@ def _state_indices(obs) -> np.ndarray:
 def _crossed(step: int, stride: int, every: int) -> bool:
     """Did the last ``stride`` steps, ending at ``step``, pass a multiple of ``every``?"""
     return step // every != (step - stride) // every
-
-
-def _rng_state(rng: np.random.Generator) -> dict:
-    # PCG64's 128-bit integers do not fit a tensor: keep them as strings.
-    s = rng.bit_generator.state
-    return {"state": str(s["state"]["state"]), "inc": str(s["state"]["inc"]),
-            "has_uint32": int(s["has_uint32"]), "uinteger": int(s["uinteger"])}
-
-
-def _set_rng_state(rng: np.random.Generator, d: dict) -> None:
-    rng.bit_generator.state = {
-        "bit_generator": "PCG64", "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-        "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
 
 
 # ---- value iteration agent ------------------------------------------------------------------
@@ -364,11 +351,11 @@ class QLearning:
     def state_dict(self) -> dict:
         return {"Q": torch.from_numpy(self.Q.copy()),
                 "visits": torch.from_numpy(self.visits.copy()),
-                "num_timesteps": self.num_timesteps, "rng": _rng_state(self.rng)}
+                "num_timesteps": self.num_timesteps, "rng": generator_state(self.rng)}
 
     def load_state_dict(self, state: dict) -> None:
         self.Q = state["Q"].numpy().astype(np.float64)
         self.visits = state["visits"].numpy().astype(np.float64)
         self.num_timesteps = int(state["num_timesteps"])
-        _set_rng_state(self.rng, state["rng"])
+        set_generator_state(self.rng, state["rng"])
         self._envs = None  # the episode in progress restarts

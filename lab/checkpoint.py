@@ -63,6 +63,22 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
+def generator_state(rng: np.random.Generator) -> dict[str, Any]:
+    """A numpy Generator's state, checkpoint-safe: PCG64's 128-bit integers do not fit a
+    tensor or a weights_only pickle of ints, so they are kept as strings."""
+    s = rng.bit_generator.state
+    return {"bit_generator": s["bit_generator"], "state": str(s["state"]["state"]),
+            "inc": str(s["state"]["inc"]), "has_uint32": int(s["has_uint32"]),
+            "uinteger": int(s["uinteger"])}
+
+
+def set_generator_state(rng: np.random.Generator, state: Mapping[str, Any]) -> None:
+    rng.bit_generator.state = {
+        "bit_generator": state["bit_generator"],
+        "state": {"state": int(state["state"]), "inc": int(state["inc"])},
+        "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
 def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 

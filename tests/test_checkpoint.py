@@ -74,6 +74,18 @@ def test_rng_state_round_trip(tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
 
 
+def test_generator_state_round_trip(tmp_path):
+    from lab.checkpoint import generator_state, set_generator_state
+
+    rng = np.random.default_rng(7)
+    rng.random(3)
+    save_atomic({"g": generator_state(rng)}, tmp_path / "g.pt")
+    expected = rng.random(4)
+    other = np.random.default_rng(0)
+    set_generator_state(other, load(tmp_path / "g.pt")["g"])
+    assert np.array_equal(other.random(4), expected)
+
+
 def test_checkpointer_saves_every_n_steps(tmp_path):
     ckpt = Checkpointer(tmp_path, every=100)
     saved = [step for step in range(0, 501, 10) if ckpt.maybe_save(step, lambda: {"x": 1})]
