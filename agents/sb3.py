@@ -1,10 +1,10 @@
 """Stable-Baselines3's own DQN, A2C and PPO behind the lab's agent contract (the baselines).
 
 ``agent.algo=sb3.dqn|sb3.a2c|sb3.ppo`` runs ``stable_baselines3.DQN/A2C/PPO`` unchanged. The
-configs use the field names, meanings and defaults of our own agents (``agents/dqn.py``,
-``agents/actor_critic.py``), which are SB3's hyperparameter names, so a preset switches between
-``dqn`` and ``sb3.dqn`` by changing ``algo`` alone; ``tests/test_sb3_agents.py`` checks this.
-Switches for what SB3 does not have (double/dueling/prioritized DQN, an LSTM)
+configs are subclasses of our own agents' configs (``agents/dqn.py``,
+``agents/actor_critic.py``), whose names are SB3's hyperparameter names, so a preset switches
+between ``dqn`` and ``sb3.dqn`` by changing ``algo`` alone (``tests/test_sb3_agents.py``
+checks this). Switches for what SB3 does not have (double/dueling/prioritized DQN, an LSTM)
 exist only fixed off, so that a preset which leaves them off runs on either.
 
 How the pieces meet:
@@ -35,11 +35,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger as SB3Logger
 
+from agents.actor_critic import A2CConfig, PPOConfig, _default_network
 from agents.common import log_episodes, resolve_device
+from agents.dqn import DQNConfig
 from lab.backbone import MLPSpec, OptimizerSpec
 from lab.checkpoint import check_finite, generator_state, set_generator_state
 
@@ -52,37 +54,18 @@ ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU
 # ---- configs: our agents' names and defaults ---------------------------------------------------
 
 
-class _SB3Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    network: MLPSpec
-    optimizer: OptimizerSpec
-    lr: float = Field(gt=0)
-    gamma: float = Field(0.99, ge=0.0, le=1.0)
+def _sb3_init(v: MLPSpec, allowed: tuple[str, ...]) -> MLPSpec:
+    if v.init not in allowed:
+        raise ValueError(f"SB3 offers network.init {' or '.join(allowed)} here, not {v.init}")
+    return v
 
 
-class SB3DQNConfig(_SB3Config):
-    """agents/dqn.py's DQNConfig, less what SB3's DQN lacks."""
+class SB3DQNConfig(DQNConfig):
+    """Our DQNConfig (same names, meanings, defaults), less what SB3's DQN lacks: a plain MLP
+    with torch's default init, Huber loss, no double / dueling / prioritized variants."""
 
     algo: Literal["sb3.dqn"] = "sb3.dqn"
     network: MLPSpec = MLPSpec(hidden=[64, 64], activation="relu")
-    optimizer: OptimizerSpec = OptimizerSpec()
-    lr: float = Field(1e-4, gt=0)
-    buffer_size: int = Field(1_000_000, ge=1)
-    learning_starts: int = Field(100, ge=0)
-    batch_size: int = Field(32, ge=1)
-    train_freq: int = Field(4, ge=1)  # env.step() calls between training phases
-    gradient_steps: int = Field(1, ge=-1)  # -1: one per transition collected
-    target_update_interval: int = Field(10_000, ge=1)  # transitions between target updates
-    tau: float = Field(1.0, gt=0.0, le=1.0)
-    exploration_fraction: float = Field(0.1, gt=0.0, le=1.0)
-    exploration_initial_eps: float = Field(1.0, ge=0.0, le=1.0)
-    exploration_final_eps: float = Field(0.05, ge=0.0, le=1.0)
-    # The run length exploration_fraction refers to; None: the current learn() call's total.
-    total_timesteps: int | None = Field(None, ge=1)
-    max_grad_norm: float | None = Field(10.0, gt=0.0)  # None: no clipping
-    n_step: int = Field(1, ge=1)  # SB3's n_steps (n-step returns)
-    # Our DQN's switches, fixed at what SB3's DQN does, so a dqn preset runs as sb3.dqn.
     loss: Literal["huber"] = "huber"
     double_q: Literal[False] = False
     dueling: Literal[False] = False
@@ -90,68 +73,34 @@ class SB3DQNConfig(_SB3Config):
 
     @field_validator("network")
     @classmethod
-    def _default_init(cls, v: MLPSpec) -> MLPSpec:
-        if v.init != "default":
-            raise ValueError("SB3's DQN keeps torch's default init: network.init must be default")
-        return v
+    def _init(cls, v: MLPSpec) -> MLPSpec:
+        return _sb3_init(v, ("default",))
 
 
-def _default_ac_network() -> MLPSpec:
-    return MLPSpec(hidden=[64, 64], activation="tanh", init="orthogonal")
+class SB3A2CConfig(A2CConfig):
+    """Our A2CConfig, less the LSTM option; a plain MLP, orthogonal (ortho_init) or default."""
 
-
-class _SB3OnPolicyConfig(_SB3Config):
-    """agents/actor_critic.py's _OnPolicyConfig, less the LSTM options."""
-
-    lr_schedule: Literal["constant", "linear"] = "constant"
-    total_timesteps: int | None = Field(None, gt=0)  # None: the current learn() call's total
-    n_steps: int = Field(ge=1)
-    gae_lambda: float = Field(ge=0.0, le=1.0)
-    ent_coef: float = Field(0.0, ge=0.0)
-    vf_coef: float = Field(0.5, ge=0.0)
-    max_grad_norm: float = Field(0.5, gt=0)
-    normalize_advantage: bool
-    network: MLPSpec = Field(default_factory=_default_ac_network)
-    log_std_init: float = 0.0
-    lstm: Literal[False] = False  # ours has an LSTM option; SB3's A2C/PPO do not
-    # SB3's VecNormalize: running-statistics observations and return-scaled rewards, both
-    # clipped to +-clip_obs (as ours); the statistics are part of the checkpoint.
-    normalize_obs: bool = False
-    normalize_reward: bool = False
-    clip_obs: float = Field(10.0, gt=0)
+    algo: Literal["sb3.a2c"] = "sb3.a2c"
+    network: MLPSpec = Field(default_factory=_default_network)
+    lstm: Literal[False] = False
 
     @field_validator("network")
     @classmethod
-    def _sb3_init(cls, v: MLPSpec) -> MLPSpec:
-        if v.init not in ("orthogonal", "default"):
-            raise ValueError("SB3 offers orthogonal init (ortho_init) or torch's default: "
-                             f"network.init must be orthogonal or default, not {v.init}")
-        return v
+    def _init(cls, v: MLPSpec) -> MLPSpec:
+        return _sb3_init(v, ("orthogonal", "default"))
 
 
-class SB3A2CConfig(_SB3OnPolicyConfig):
-    algo: Literal["sb3.a2c"] = "sb3.a2c"
-    lr: float = Field(7e-4, gt=0)
-    n_steps: int = Field(5, ge=1)
-    gae_lambda: float = Field(1.0, ge=0.0, le=1.0)
-    normalize_advantage: bool = False
-    optimizer: OptimizerSpec = Field(
-        default_factory=lambda: OptimizerSpec(type="rmsprop", alpha=0.99, eps=1e-5))
+class SB3PPOConfig(PPOConfig):
+    """Our PPOConfig, less the LSTM option; a plain MLP, orthogonal (ortho_init) or default."""
 
-
-class SB3PPOConfig(_SB3OnPolicyConfig):
     algo: Literal["sb3.ppo"] = "sb3.ppo"
-    lr: float = Field(3e-4, gt=0)
-    n_steps: int = Field(2048, ge=1)
-    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
-    normalize_advantage: bool = True
-    optimizer: OptimizerSpec = Field(default_factory=lambda: OptimizerSpec(type="adam", eps=1e-5))
-    batch_size: int = Field(64, ge=1)
-    n_epochs: int = Field(10, ge=1)
-    clip_range: float = Field(0.2, gt=0)
-    clip_range_schedule: Literal["constant", "linear"] = "constant"
-    clip_range_vf: float | None = Field(None, gt=0)
-    target_kl: float | None = Field(None, gt=0)
+    network: MLPSpec = Field(default_factory=_default_network)
+    lstm: Literal[False] = False
+
+    @field_validator("network")
+    @classmethod
+    def _init(cls, v: MLPSpec) -> MLPSpec:
+        return _sb3_init(v, ("orthogonal", "default"))
 
 
 # ---- config -> SB3 keyword arguments -----------------------------------------------------------
@@ -300,7 +249,7 @@ class _LabCallback(BaseCallback):
 class _SB3Agent:
     """One SB3 algorithm behind the lab contract; subclasses name the class and config."""
 
-    Config: type[_SB3Config]
+    Config: type[BaseModel]
     sb3_class_name: str
 
     def __init__(self, config, env_spec, *, device: str = "cpu", seed: int = 0):
