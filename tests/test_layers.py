@@ -18,6 +18,9 @@ sys.exit(1 if bad else 0)
     # the shared machinery never imports agents or generative
     ("lab.spec, lab.tracking, lab.checkpoint, lab.backbone, lab.backbone.fast_mlp",
      {"agents", "generative"}),
+    # envs, the ground floor, imports no torch and nothing of the project
+    ("envs, envs.gridworld, envs.pomdp, envs.go, envs.go.rules",
+     {"torch", "lab", "agents", "generative"}),
     # agents never import mlflow (they get a logger)
     ("agents.dqn, agents.actor_critic, agents.reinforce, agents.tabular, agents.sb3",
      {"mlflow"}),
