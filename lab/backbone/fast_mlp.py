@@ -84,8 +84,8 @@ def mlp_backward(layers: Layers, kept: list[torch.Tensor], grad_out: torch.Tenso
         weight, bias, act = layers[i]
         if isinstance(act, nn.Tanh):
             grad_out = torch.ops.aten.tanh_backward(grad_out, kept[i + 1])
-        elif act is not None:
-            grad_out = grad_out * (kept[i + 1] > 0)
+        elif act is not None:  # ReLU: pass the gradient where the output is positive
+            grad_out = torch.ops.aten.threshold_backward(grad_out, kept[i + 1], 0)
         for param in (weight, bias):
             if param.grad is None:
                 param.grad = torch.empty_like(param)
