@@ -59,6 +59,7 @@ from lab.backbone import (
     build_optimizer,
 )
 from lab.backbone.fast_mlp import (
+    adam_step,
     clip_grad_norm,
     flatten_parameters,
     mlp_backward,
@@ -199,6 +200,7 @@ class DQN:
         params = list(self.q_net.parameters())
         self._params = [flatten_parameters(params)] if self._layers is not None else params
         self.optimizer = build_optimizer(self._params, config.optimizer, config.lr)
+        self._optimizer_step = adam_step(self.optimizer)
         self.buffer = ReplayBuffer(
             config.buffer_size, self.obs_shape, obs_space.dtype, num_envs=env_spec.num_envs,
             n_step=config.n_step, gamma=config.gamma, device=self.device,
@@ -385,7 +387,7 @@ class DQN:
                 loss.backward()
             if cfg.max_grad_norm is not None:
                 clip_grad_norm(self._params, cfg.max_grad_norm)
-            self.optimizer.step()
+            self._optimizer_step()
             if not uniform:
                 self.buffer.update_priorities(batch.indices, q.detach() - target)
             loss_sum += loss.detach()

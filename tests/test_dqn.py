@@ -21,6 +21,7 @@ from agents.dqn import (
     q_loss_and_grad,
     td_target,
 )
+from lab.backbone.fast_mlp import adam_step, clip_grad_norm
 from lab.checkpoint import Checkpointer, NonFiniteLossError, load, save_atomic
 from lab.runner import with_horizon
 from lab.spec import EnvSpec, load_spec
@@ -110,6 +111,64 @@ def test_fast_path_updates_match_autograd(monkeypatch):
         weights.append([p.detach().clone() for p in agent.q_net.parameters()])
     for a, b in zip(*weights, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_step_is_torch_adam_and_its_state_round_trips(weight_decay):
+    """The direct fused-kernel step gives torch.optim.Adam's weights and state exactly, and a
+    state_dict saved midway continues identically."""
+    gen = torch.Generator().manual_seed(0)
+    init = torch.randn(300, generator=gen)
+    grads = [torch.randn(300, generator=gen) for _ in range(6)]
+
+    def make():
+        p = torch.nn.Parameter(init.clone())
+        return p, torch.optim.Adam([p], lr=1e-2, betas=(0.8, 0.95), eps=1e-6,
+                                   weight_decay=weight_decay, fused=True)
+
+    ref, ref_opt = make()
+    fast, fast_opt = make()
+    step = adam_step(fast_opt)
+    assert step != fast_opt.step  # the direct path applies
+    for g in grads[:3]:
+        ref.grad, fast.grad = g.clone(), g.clone()
+        ref_opt.step()
+        step()
+    assert torch.equal(fast, ref)
+    saved = fast_opt.state_dict()
+    for key in ("step", "exp_avg", "exp_avg_sq"):
+        assert torch.equal(saved["state"][0][key], ref_opt.state_dict()["state"][0][key])
+    resumed, resumed_opt = make()
+    with torch.no_grad():
+        resumed.copy_(fast)
+    resumed_opt.load_state_dict(saved)
+    resumed_step = adam_step(resumed_opt)
+    for g in grads[3:]:
+        ref.grad, resumed.grad = g.clone(), g.clone()
+        ref_opt.step()
+        resumed_step()
+    assert torch.equal(resumed, ref)
+    # anything but one parameter under a torch Adam keeps the optimizer's own step
+    two = torch.optim.Adam([torch.nn.Parameter(init.clone()), torch.nn.Parameter(init.clone())])
+    assert adam_step(two) == two.step
+
+
+def test_clip_grad_norm_matches_torch():
+    gen = torch.Generator().manual_seed(1)
+    for scale in (0.01, 100.0):  # under and over the limit
+        params = [torch.nn.Parameter(torch.zeros(n)) for n in (5, 7)]
+        flat = torch.nn.Parameter(torch.zeros(12))
+        ref = [torch.nn.Parameter(torch.zeros(n)) for n in (5, 7)]
+        for p, r in zip(params, ref, strict=True):
+            p.grad = torch.randn(p.numel(), generator=gen) * scale
+            r.grad = p.grad.clone()
+        flat.grad = torch.cat([p.grad for p in params])
+        expected = torch.nn.utils.clip_grad_norm_(ref, 1.0)
+        torch.testing.assert_close(clip_grad_norm(params, 1.0), expected)
+        torch.testing.assert_close(clip_grad_norm([flat], 1.0), expected)
+        torch.testing.assert_close(flat.grad, torch.cat([r.grad for r in ref]))
+        for p, r in zip(params, ref, strict=True):
+            torch.testing.assert_close(p.grad, r.grad)
 
 
 # ---- the loop's semantics -------------------------------------------------------------------
