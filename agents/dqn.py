@@ -152,15 +152,11 @@ def q_loss_and_grad(q: torch.Tensor, target: torch.Tensor, kind: str = "huber",
     """``q_loss`` and its gradient d loss / d q, written out: Huber (delta 1) is 0.5 x^2 for
     |x| < 1 else |x| - 0.5, gradient clamp(x, -1, 1); squared error x^2, gradient 2x; both
     averaged over the batch (and weighted by the importance weights when given)."""
-    diff = q - target
-    if kind == "huber":
-        grad = diff.clamp(-1.0, 1.0)
-        per_item = torch.where(diff.abs() < 1.0, 0.5 * diff * diff, diff.abs() - 0.5)
-    else:
-        grad, per_item = 2.0 * diff, diff * diff
+    grad = q - target
+    grad = grad.clamp_(-1.0, 1.0) if kind == "huber" else grad.mul_(2.0)
     if weights is not None:
-        grad, per_item = grad * weights, per_item * weights
-    return per_item.mean(), grad / diff.numel()
+        grad = grad.mul_(weights)
+    return q_loss(q, target, kind, weights), grad.div_(grad.numel())
 
 
 # ---- the agent --------------------------------------------------------------------------------
@@ -356,29 +352,50 @@ class DQN:
         cfg, size = self.config, self.config.batch_size
         params = list(self.q_net.parameters())
         uniform, fixed_targets = not cfg.prioritized, not cfg.prioritized and not cfg.double_q
+        fast, batch, batches = self._layers is not None, None, None
         if uniform:  # the buffer does not change during the phase: draw every batch at once
             data = self.buffer.sample(gradient_steps * size, self.torch_rng)
-            batches = [data.rows(i * size, (i + 1) * size) for i in range(gradient_steps)]
+            if not (fast and fixed_targets):
+                batches = [data.rows(i * size, (i + 1) * size) for i in range(gradient_steps)]
             if fixed_targets:  # nor does the target network: one pass gives every target
                 targets = td_target(data.rewards, data.discounts, data.dones,
-                                    self._next_values(data.next_obs.float())).split(size)
+                                    self._next_values(data.next_obs.float()))
+                targets = (targets[:, None] if fast else targets).split(size)
+            if fast:  # per-batch inputs of the hand-written step, sliced from the whole phase's
+                obs_b = data.obs.float().split(size)
+                actions = data.actions[:, None]
+                action_b = actions.split(size)
+                one_hot_b = torch.zeros(len(actions), self.n_actions,
+                                        device=self.device).scatter_(1, actions, 1.0).split(size)
         else:
             beta = linear_schedule(self.num_timesteps, cfg.per_beta, 1.0, self._horizon)
         loss_sum = torch.zeros((), device=self.device)
         for i in range(gradient_steps):
-            batch = batches[i] if uniform else self.buffer.sample_prioritized(size, beta, self.rng)
+            if not uniform:
+                batch = self.buffer.sample_prioritized(size, beta, self.rng)
+            elif batches is not None:
+                batch = batches[i]
             if fixed_targets:
                 target = targets[i]
             else:
                 target = td_target(batch.rewards, batch.discounts, batch.dones,
                                    self._next_values(batch.next_obs.float()))
-            if self._layers is not None:
+            if fast:
                 with torch.no_grad():
-                    out, kept = mlp_forward(self._layers, batch.obs.float(), keep=True)
-                    q = out.gather(1, batch.actions[:, None]).squeeze(1)
-                    loss, d_q = q_loss_and_grad(q, target, cfg.loss, batch.weights)
-                    d_out = torch.zeros_like(out).scatter_(1, batch.actions[:, None], d_q[:, None])
-                    mlp_backward(self._layers, kept, d_out)
+                    if uniform:
+                        obs, action, one_hot = obs_b[i], action_b[i], one_hot_b[i]
+                    else:
+                        obs, action = batch.obs.float(), batch.actions[:, None]
+                        one_hot = torch.zeros(size, self.n_actions, device=self.device
+                                              ).scatter_(1, action, 1.0)
+                    out, kept = mlp_forward(self._layers, obs, keep=True)
+                    q = out.gather(1, action)  # (B, 1)
+                    if target.dim() == 1:
+                        target = target[:, None]
+                    weights = None if uniform else batch.weights[:, None]
+                    loss, d_q = q_loss_and_grad(q, target, cfg.loss, weights)
+                    mlp_backward(self._layers, kept, one_hot * d_q)  # d loss / d out
+                    q, target = q.squeeze(1), target.squeeze(1)
             else:
                 q = self.q_net(batch.obs.float()).gather(1, batch.actions[:, None]).squeeze(1)
                 loss = q_loss(q, target, cfg.loss, batch.weights)
