@@ -195,6 +195,9 @@ class DQN:
                                else mlp_layers(self.target_net[0], self.target_net[1].linear))
         params = list(self.q_net.parameters())
         self._params = [flatten_parameters(params)] if self._layers is not None else params
+        # the target update's tensors, listed once (load_state_dict copies into them in place)
+        self._target_pairs = (list(self.target_net.parameters()), params)
+        self._target_buffers = (list(self.target_net.buffers()), list(self.q_net.buffers()))
         self.optimizer = build_optimizer(self._params, config.optimizer, config.lr)
         self._optimizer_step = adam_step(self.optimizer)
         self.buffer = ReplayBuffer(
@@ -329,11 +332,9 @@ class DQN:
 
     @torch.no_grad()
     def _update_target(self) -> None:
-        tau = self.config.tau
-        for t, p in zip(self.target_net.parameters(), self.q_net.parameters(), strict=True):
-            t.lerp_(p, tau)  # tau = 1 gives p exactly
-        for t, b in zip(self.target_net.buffers(), self.q_net.buffers(), strict=True):
-            t.copy_(b)  # running statistics (batch norm) are copied, as SB3 does
+        torch._foreach_lerp_(*self._target_pairs, self.config.tau)  # tau = 1 gives p exactly
+        if self._target_buffers[0]:  # running statistics (batch norm) are copied, as SB3 does
+            torch._foreach_copy_(*self._target_buffers)
 
     @torch.no_grad()
     def _next_values(self, next_obs: torch.Tensor) -> torch.Tensor:
