@@ -268,6 +268,33 @@ def test_predict_shapes_and_epsilon():
     assert set(random_actions.tolist()) == {0, 1}
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_numpy_greedy_matches_the_torch_network(activation):
+    """Acting uses numpy views of the fast path's weights: they follow training and
+    checkpoint loads, and pick the torch network's argmax."""
+    import agents.dqn as dqn
+
+    config = small_config(network={"type": "mlp", "hidden": [32, 32],
+                                   "activation": activation})
+    agent = DQN(config, CARTPOLE, seed=0)
+    assert agent._np_layers is not None
+    obs = np.random.default_rng(0).normal(size=(dqn._NUMPY_ROWS, 4)).astype(np.float32)
+
+    def check():
+        with torch.no_grad():
+            q = agent.q_net(torch.from_numpy(obs))
+        np.testing.assert_array_equal(agent._greedy(obs), q.argmax(1).numpy())
+        best2 = q.topk(2, dim=1).values
+        assert (best2[:, 0] - best2[:, 1]).min() > 1e-5  # no near-ties in this check
+
+    check()
+    agent.learn(300, ListLogger())  # the weights change in place
+    check()
+    other = DQN(config, CARTPOLE, seed=5)
+    other.load_state_dict(agent.state_dict())
+    np.testing.assert_array_equal(other._greedy(obs), agent._greedy(obs))
+
+
 @pytest.mark.parametrize("options", [
     {"double_q": True}, {"dueling": True}, {"n_step": 3},
     {"prioritized": True}, {"loss": "mse", "max_grad_norm": None, "tau": 0.5},
