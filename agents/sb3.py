@@ -77,30 +77,25 @@ class SB3DQNConfig(DQNConfig):
         return _sb3_init(v, ("default",))
 
 
-class SB3A2CConfig(A2CConfig):
-    """Our A2CConfig, less the LSTM option; a plain MLP, orthogonal (ortho_init) or default."""
+class _SB3OnPolicy(BaseModel):
+    """What SB3's A2C and PPO lack of ours: no LSTM option; a plain MLP, orthogonal
+    (ortho_init) or torch's default init."""
 
+    network: MLPSpec = Field(default_factory=_default_network)
+    lstm: Literal[False] = False
+
+    @field_validator("network")
+    @classmethod
+    def _init(cls, v: MLPSpec) -> MLPSpec:
+        return _sb3_init(v, ("orthogonal", "default"))
+
+
+class SB3A2CConfig(_SB3OnPolicy, A2CConfig):
     algo: Literal["sb3.a2c"] = "sb3.a2c"
-    network: MLPSpec = Field(default_factory=_default_network)
-    lstm: Literal[False] = False
-
-    @field_validator("network")
-    @classmethod
-    def _init(cls, v: MLPSpec) -> MLPSpec:
-        return _sb3_init(v, ("orthogonal", "default"))
 
 
-class SB3PPOConfig(PPOConfig):
-    """Our PPOConfig, less the LSTM option; a plain MLP, orthogonal (ortho_init) or default."""
-
+class SB3PPOConfig(_SB3OnPolicy, PPOConfig):
     algo: Literal["sb3.ppo"] = "sb3.ppo"
-    network: MLPSpec = Field(default_factory=_default_network)
-    lstm: Literal[False] = False
-
-    @field_validator("network")
-    @classmethod
-    def _init(cls, v: MLPSpec) -> MLPSpec:
-        return _sb3_init(v, ("orthogonal", "default"))
 
 
 # ---- config -> SB3 keyword arguments -----------------------------------------------------------
