@@ -24,3 +24,9 @@ _register(
     max_episode_steps=500,
     reward_threshold=475.0,
 )
+
+# Go against an opponent policy (envs/go/env.py); the game's own move cap (2*N*N plies by
+# default) truncates, so no TimeLimit wrapper. lab/Go-v0 takes size, komi, ko, ... as kwargs.
+_register("lab/Go-v0", entry_point="envs.go.env:GoEnv")
+for _n in (9, 7, 5):
+    _register(f"lab/Go{_n}x{_n}-v0", entry_point="envs.go.env:GoEnv", kwargs={"size": _n})
