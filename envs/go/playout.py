@@ -95,6 +95,15 @@ def _merge(a, b, head, nxt, gsize, plib, lsum, lsq):
 
 
 @njit(cache=True)
+def _join(p, r, head, nxt, gsize, plib, lsum, lsq):
+    """Join the groups of stones ``p`` and ``r``: the smaller one is absorbed."""
+    ga, gb = head[p], head[r]
+    if gsize[ga] > gsize[gb]:
+        ga, gb = gb, ga
+    _merge(ga, gb, head, nxt, gsize, plib, lsum, lsq)
+
+
+@njit(cache=True)
 def _playout(flat, n, to_play, ko_flat, passes, max_moves, seed):
     """One random game from ``flat`` (N*N int8). Returns (final flat board, plies, moves)."""
     np.random.seed(seed)
@@ -132,10 +141,7 @@ def _playout(flat, n, to_play, ko_flat, passes, max_moves, seed):
             for k in range(2):  # the neighbours below and to the left, already set up
                 r = p + offs[k]
                 if b[r] == v and head[r] != head[p]:
-                    ga, gb = head[p], head[r]
-                    if gsize[ga] > gsize[gb]:
-                        ga, gb = gb, ga
-                    _merge(ga, gb, head, nxt, gsize, plib, lsum, lsq)
+                    _join(p, r, head, nxt, gsize, plib, lsum, lsq)
     ko = -1
     if ko_flat >= 0:
         ko = (ko_flat // n + 1) * w + ko_flat % n + 1
@@ -207,10 +213,7 @@ def _playout(flat, n, to_play, ko_flat, passes, max_moves, seed):
         for k in range(4):
             r = p + offs[k]
             if b[r] == color and head[r] != head[p]:
-                ga, gb = head[p], head[r]
-                if gsize[ga] > gsize[gb]:
-                    ga, gb = gb, ga
-                _merge(ga, gb, head, nxt, gsize, plib, lsum, lsq)
+                _join(p, r, head, nxt, gsize, plib, lsum, lsq)
         # captures
         n_captured = 0
         last_captured = -1
