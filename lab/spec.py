@@ -61,6 +61,75 @@ class Spec(_Strict):
         return d
 
 
+# ---- generative runs: data + model + trainer --------------------------------------------------
+
+class DataSpec(_Strict):
+    name: Literal["mnist5k", "digits", "mnist", "fashion-mnist", "cifar10"] = "mnist5k"
+    root: str | None = None  # the folder of mnist / fashion-mnist / cifar10 files
+    binarize: Literal["none", "dynamic"] = "none"  # dynamic: a fresh Bernoulli draw each epoch
+    seed: int = Field(0, ge=0)  # the split and test binarization; keep 0 to compare NLLs
+
+
+class TrainerSpec(_Strict):
+    """The ``train:`` section of a generative preset: what ``lab.trainer.Trainer`` needs."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(64, ge=1)
+    seed: int = Field(0, ge=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16 (with a GradScaler): CUDA only
+    grad_clip: float | None = Field(None, gt=0)  # max global grad norm per optimizer
+    ema: float | None = Field(None, gt=0, lt=1)  # EMA decay; the EMA weights evaluate and sample
+    compile: bool = False  # torch.compile each of the model's compile_targets
+    schedule: Literal["constant", "cosine", "linear"] = "constant"  # per optimizer, per batch
+    warmup_steps: int = Field(0, ge=0)
+    eval_every: int = Field(1, ge=0)  # epochs between test-split evaluations; 0 = at the end
+    sample_every: int = Field(5, ge=0)  # epochs between sample grids; 0 = at the end
+    sample_n: int = Field(64, ge=1)
+    checkpoint_every: int = Field(0, ge=0)  # batches between checkpoints; 0 = each epoch's end
+    final_eval: Literal["full", "quick", "none"] = "full"  # generative.metrics at the end
+    torch_threads: int = Field(1, ge=0)  # 0 = torch's default
+
+
+class GenerativeSpec(_Strict):
+    name: str
+    description: str = ""
+    data: DataSpec = DataSpec()
+    model: Any  # the model family's own config, validated in validate_generative_spec
+    train: TrainerSpec
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json")
+        d["model"] = self.model.model_dump(mode="json")
+        return d
+
+
+def is_generative(raw: Mapping[str, Any]) -> bool:
+    """A generative preset names a ``model``; an RL preset an ``agent``."""
+    return "model" in raw and "agent" not in raw
+
+
+def validate_generative_spec(raw: dict[str, Any],
+                             model_configs: Mapping[str, type[BaseModel]]) -> GenerativeSpec:
+    try:
+        spec = GenerativeSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(_explain(e, GenerativeSpec)) from None
+    model_raw = spec.model
+    if not isinstance(model_raw, dict) or "type" not in model_raw:
+        raise SpecError(f"model.type is missing (valid models: {', '.join(sorted(model_configs))})")
+    kind = model_raw["type"]
+    if kind not in model_configs:
+        raise SpecError(
+            f"unknown model {kind!r}{_did_you_mean(str(kind), list(model_configs))} "
+            f"(valid models: {', '.join(sorted(model_configs))})"
+        )
+    try:
+        spec.model = model_configs[kind].model_validate(model_raw)
+    except ValidationError as e:
+        raise SpecError(_explain(e, model_configs[kind], prefix="model")) from None
+    return spec
+
+
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 

@@ -16,7 +16,7 @@ sys.exit(1 if bad else 0)
 
 @pytest.mark.parametrize("modules, forbidden", [
     # the shared machinery never imports agents or generative
-    ("lab.spec, lab.tracking, lab.checkpoint, lab.backbone, lab.backbone.fast_mlp",
+    ("lab.spec, lab.tracking, lab.checkpoint, lab.trainer, lab.backbone, lab.backbone.fast_mlp",
      {"agents", "generative"}),
     # envs, the ground floor, imports no torch and nothing of the project
     ("envs, envs.gridworld, envs.pomdp, envs.go, envs.go.rules",
