@@ -12,7 +12,8 @@ import sys
 
 from lab.spec import SpecError
 
-EPILOG = "Examples:\n  lab train cartpole-dqn agent.lr=1e-3 --seeds 0-4\n  lab compare --group G"
+EPILOG = ("Examples:\n  lab train cartpole-dqn agent.lr=1e-3 --seeds 0-4\n  lab compare --group G\n"
+          "  lab train digits-vae\n  lab sample RUN_ID --n 64 --out grid.png")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_id")
     e.add_argument("--episodes", type=int, default=20)
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    e.add_argument("--quick", action="store_true",
+                   help="generative runs: fewer importance samples and sample splits")
     store(e)
+
+    s = sub.add_parser("sample", help="a generative run's samples as a PNG grid")
+    s.add_argument("run_id")
+    s.add_argument("--n", type=int, default=64, help="how many samples (default: 64)")
+    s.add_argument("--out", default=None, help="FILE.png (default: runs/samples/RUN_ID.png)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    store(s)
 
     r = sub.add_parser("render", help="play a run's checkpoint into a GIF/MP4 or a window")
     r.add_argument("run_id")

@@ -47,11 +47,14 @@ def run_list(args) -> int:
     from rich.table import Table
 
     console = Console()
-    table = Table("preset", "agent", "env", "description", title="presets")
+    table = Table("preset", "agent / model", "env / data", "description", title="presets")
     for name in preset_names():
         raw = read_preset(name)
-        table.add_row(name, str(raw.get("agent", {}).get("algo", "?")),
-                      str(raw.get("env", {}).get("id", "?")), str(raw.get("description", "")))
+        if "model" in raw:  # a generative preset
+            what, where = raw["model"].get("type", "?"), raw.get("data", {}).get("name", "mnist5k")
+        else:
+            what, where = raw.get("agent", {}).get("algo", "?"), raw.get("env", {}).get("id", "?")
+        table.add_row(name, str(what), str(where), str(raw.get("description", "")))
     console.print(table)
     console.print("[bold]agents:[/bold] " + ", ".join(sorted(_agent_configs())))
     ids = env_ids()
@@ -65,9 +68,13 @@ def run_list(args) -> int:
 # ---- train ----------------------------------------------------------------------------------
 
 def run_train(args) -> int:
-    from lab import runner
+    from lab import gen_runner, runner
 
     _check_device(args.device)
+    if gen_runner.is_generative_preset(args):
+        return gen_runner.run_train(args)
+    if args.resume and (gen_run := gen_runner.generative_run(args)) is not None:
+        return gen_runner.run_train(args, gen_run)
     if args.resume:
         if args.preset or args.overrides or args.seeds:
             raise SpecError("--resume RUN_ID takes no preset, overrides or --seeds: the run's "
@@ -149,10 +156,13 @@ def run_eval(args) -> int:
     import numpy as np
 
     from agents.common import evaluate
+    from lab import gen_runner
 
     if args.episodes < 1:
         raise SpecError(f"--episodes {args.episodes}: must be at least 1")
     _check_device(args.device)
+    if (gen_run := gen_runner.generative_run(args)) is not None:
+        return gen_runner.run_eval(args, gen_run)
     run, spec, agent = _load_run(args)
     returns = evaluate(agent, spec.env, args.episodes)
     print(f"run {run.info.run_id} ({spec.name}, {spec.env.id}): return "
@@ -183,6 +193,15 @@ def run_render(args) -> int:
     print(f"wrote {out} ({len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]} "
           f"at {fps} fps)")
     return 0
+
+
+# ---- sample (generative runs) -----------------------------------------------------------------
+
+def run_sample(args) -> int:
+    from lab import gen_runner
+
+    _check_device(args.device)
+    return gen_runner.run_sample(args)
 
 
 # ---- compare ----------------------------------------------------------------------------------

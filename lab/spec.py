@@ -66,7 +66,9 @@ class Spec(_Strict):
 class DataSpec(_Strict):
     name: Literal["mnist5k", "digits", "mnist", "fashion-mnist", "cifar10"] = "mnist5k"
     root: str | None = None  # the folder of mnist / fashion-mnist / cifar10 files
-    binarize: Literal["none", "dynamic"] = "none"  # dynamic: a fresh Bernoulli draw each epoch
+    # dynamic: a fresh Bernoulli draw each epoch; auto: dynamic for models with a Bernoulli
+    # likelihood (``model.binary``), none for the others
+    binarize: Literal["auto", "none", "dynamic"] = "auto"
     seed: int = Field(0, ge=0)  # the split and test binarization; keep 0 to compare NLLs
 
 

@@ -198,9 +198,7 @@ class Trainer:
         if cfg.compile:
             for name in getattr(model, "compile_targets", ()) or ("",):
                 model.get_submodule(name).compile()
-        self.logger = logger if self.is_main else None
-        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
-        self.on_samples = on_samples if self.is_main else None
+        self.attach(logger=logger, checkpoint_dir=checkpoint_dir, on_samples=on_samples)
         self.show_progress = show_progress and self.is_main
         self.title = title
         self.ctx = StepContext(self)
@@ -210,6 +208,14 @@ class Trainer:
         self._sums: dict[str, float] = {}
 
     # ---- public ---------------------------------------------------------------------------
+
+    def attach(self, *, logger: Logger | None = None, checkpoint_dir: str | Path | None = None,
+               on_samples: Callable[[torch.Tensor, int], None] | None = None) -> None:
+        """Where the epoch metrics, checkpoints and sample grids go (only rank 0 logs and
+        samples; every rank knows the checkpoint, to resume from it)."""
+        self.logger = logger if self.is_main else None
+        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+        self.on_samples = on_samples if self.is_main else None
 
     @property
     def eval_model(self) -> nn.Module:
