@@ -135,11 +135,18 @@ def checkpoint_file(client, run, tmp: str) -> Path:
 
 # ---- train ----------------------------------------------------------------------------------
 
+def prepare(spec: GenerativeSpec, device: str = "auto", show_progress: bool = True):
+    """(data, trainer) of a spec: every input mistake surfaces here, before any run exists."""
+    data = load_data(spec)
+    return data, build_trainer(spec, data, device, show_progress=show_progress)
+
+
 def train(spec: GenerativeSpec, *, tracker: Tracker | None, device: str = "auto",
           group: str | None = None, resume_run_id: str | None = None,
-          show_progress: bool = True, print_fn=print) -> GenResult:
+          show_progress: bool = True, print_fn=print, prepared=None) -> GenResult:
     """Train ``spec`` into a new mlflow run (or continue ``resume_run_id``). Under torchrun
-    only rank 0 has a ``tracker``; the others get None and learn the run from rank 0."""
+    only rank 0 has a ``tracker``; the others get None and learn the run from rank 0.
+    ``prepared``: the (data, trainer) of ``prepare`` when the caller checked the spec first."""
     import torch
 
     from generative.data import batches
@@ -147,8 +154,7 @@ def train(spec: GenerativeSpec, *, tracker: Tracker | None, device: str = "auto"
     from lab.images import save_grid
     from lab.runner import git_commit
 
-    data = load_data(spec)  # data and model first: a bad spec writes nothing
-    trainer = build_trainer(spec, data, device, show_progress=show_progress)
+    data, trainer = prepared or prepare(spec, device, show_progress)
     run_id, ckpt_dir = None, None
     if trainer.is_main:
         if resume_run_id is None:
@@ -282,10 +288,11 @@ def run_train(args, run=None) -> int:
     group = args.group or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     for seed in seeds:
         one = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": seed})})
+        prepared = prepare(one, args.device, not args.no_progress)  # before the store is touched
         tracker = Tracker(uri, args.experiment) if _rank() == 0 else None
         try:
             result = train(one, tracker=tracker, device=args.device, group=group,
-                           show_progress=not args.no_progress)
+                           show_progress=not args.no_progress, prepared=prepared)
         except RunError as e:
             raise CommandError(str(e)) from None
         _print_result(one, result)
