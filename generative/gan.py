@@ -1,0 +1,196 @@
+"""Generative adversarial network (Goodfellow et al. 2014), DCGAN architecture (Radford et al.
+2016), sized for 28x28 and 8x8 digits (any H, W divisible by 4).
+
+The two-player game, with D(x) = sigmoid(logit(x)):
+
+    min_G max_D  E_x[log D(x)] + E_z[log(1 - D(G(z)))]
+
+- The discriminator does gradient ascent on that objective: ``d_loss`` is its negative, the
+  binary cross-entropy of real images against 1 (or 1 - s with one-sided label smoothing,
+  Salimans et al. 2016: only the real targets move) and of fakes against 0.
+- The generator by default maximizes log D(G(z)) instead (``non_saturating``: strong gradients
+  while D still rejects its samples); ``minimax`` minimizes log(1 - D(G(z))) as written above,
+  which saturates early in training: kept to show the difference.
+
+Logits go through ``binary_cross_entropy_with_logits`` / softplus, so autocast is safe.
+Options: spectral norm on D's layers (``torch.nn.utils.parametrizations``; it replaces D's
+batch norm), separate learning rates for D and G (TTUR, Heusel et al. 2017). G ends in tanh
+and D reads images in [-1, 1]; ``sample`` maps back to [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+from generative.vae import conv_decoder, randn_from
+from lab.backbone import OptimizerSpec, build_optimizer
+
+
+class GANConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["gan"] = "gan"
+    latent_dim: int = Field(64, ge=1)
+    g_channels: list[Annotated[int, Field(ge=1)]] = [128, 64]  # widths after the linear layer
+    d_channels: list[Annotated[int, Field(ge=1)]] = [64, 128]  # stride-2 conv widths
+    g_loss: Literal["non_saturating", "minimax"] = "non_saturating"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # real target 1 - s (one-sided)
+    spectral_norm: bool = False
+    optimizer: OptimizerSpec = OptimizerSpec(betas=(0.5, 0.999))  # DCGAN's Adam betas
+    lr_g: float = Field(2e-4, gt=0)
+    lr_d: float = Field(2e-4, gt=0)  # TTUR: e.g. lr_d=4e-4, lr_g=1e-4
+
+
+# --- the losses, as pure functions ---------------------------------------------------------
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, smooth: float = 0.0
+           ) -> torch.Tensor:
+    """-(E[log D(x)] + E[log(1 - D(G(z)))]), real targets 1 - smooth: mean BCE(real, 1 - s)
+    + mean BCE(fake, 0)."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    real = F.binary_cross_entropy_with_logits(real_logits,
+                                              torch.full_like(real_logits, 1.0 - smooth))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+def g_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Tensor:
+    """non_saturating: -E[log D(G(z))] = E[softplus(-l)];
+    minimax: E[log(1 - D(G(z)))] = -E[softplus(l)]."""
+    fake_logits = fake_logits.float()
+    if kind == "non_saturating":
+        return F.softplus(-fake_logits).mean()
+    if kind == "minimax":
+        return -F.softplus(fake_logits).mean()
+    raise ValueError(f"unknown generator loss {kind!r} (valid: non_saturating, minimax)")
+
+
+# --- networks ------------------------------------------------------------------------------
+
+class Generator(nn.Module):
+    """z -> linear -> (BN, ReLU, 4x4 stride-2 transposed conv)* -> tanh, images in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], channels: list[int]):
+        super().__init__()
+        self.net = conv_decoder(latent_dim, image_shape, channels, batch_norm=True)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(z))
+
+
+class Discriminator(nn.Module):
+    """(4x4 stride-2 conv, [BN], LeakyReLU 0.2)* -> linear -> one logit per image. No batch
+    norm after the first conv (DCGAN) nor anywhere with spectral norm."""
+
+    def __init__(self, image_shape: tuple[int, int, int], channels: list[int], sn: bool):
+        super().__init__()
+        c, h, w = image_shape
+        n = len(channels)
+        if h % 2 ** n or w % 2 ** n:
+            raise ValueError(f"the discriminator needs H and W divisible by {2 ** n}; "
+                             f"got image shape {tuple(image_shape)}")
+        wrap = spectral_norm if sn else (lambda layer: layer)
+        layers: list[nn.Module] = []
+        for i, width in enumerate(channels):
+            batch_norm = i > 0 and not sn
+            layers.append(wrap(nn.Conv2d(c, width, 4, stride=2, padding=1, bias=not batch_norm)))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(nn.LeakyReLU(0.2))
+            c = width
+        layers += [nn.Flatten(), wrap(nn.Linear(c * (h // 2 ** n) * (w // 2 ** n), 1))]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+@torch.no_grad()
+def dcgan_init(module: nn.Module) -> None:
+    """DCGAN: conv and linear weights N(0, 0.02), batch-norm scales N(1, 0.02), biases 0."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if parametrize.is_parametrized(layer, "weight"):  # spectral norm
+                nn.init.normal_(layer.parametrizations.weight.original, 0.0, 0.02)
+            else:
+                nn.init.normal_(layer.weight, 0.0, 0.02)
+            if layer.bias is not None:
+                layer.bias.zero_()
+        elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(layer.weight, 1.0, 0.02)
+            layer.bias.zero_()
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No gradients into ``module``'s parameters inside the block (G's step through D)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+# --- the model -----------------------------------------------------------------------------
+
+class GAN(nn.Module):
+    kind = "gan"
+    binary = False  # trained on grey levels
+    compile_targets = ("generator", "discriminator")
+
+    def __init__(self, cfg: GANConfig, image_shape: tuple[int, int, int]):
+        super().__init__()
+        self.cfg = cfg
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.generator = Generator(cfg.latent_dim, self.image_shape, cfg.g_channels)
+        self.discriminator = Discriminator(self.image_shape, cfg.d_channels, cfg.spectral_norm)
+        dcgan_init(self)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        spec = self.cfg.optimizer
+        return {"d": build_optimizer(self.discriminator.parameters(), spec, self.cfg.lr_d),
+                "g": build_optimizer(self.generator.parameters(), spec, self.cfg.lr_g)}
+
+    def training_step(self, batch: torch.Tensor, ctx) -> dict[str, float]:
+        """One D update on a real batch and as many fakes, then one G update on those fakes
+        through the updated D (the PyTorch DCGAN example's order)."""
+        real = 2.0 * batch - 1.0
+        z = randn_from((len(batch), self.cfg.latent_dim), ctx.generator, batch.device)
+        fake = self.generator(z)
+        real_logits = self.discriminator(real)
+        fake_logits = self.discriminator(fake.detach())
+        loss_d = d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
+        ctx.step("d", loss_d)
+        with frozen(self.discriminator):
+            loss_g = g_loss(self.discriminator(fake), self.cfg.g_loss)
+        ctx.step("g", loss_g)
+        return {"d_loss": loss_d.item(), "g_loss": loss_g.item(),
+                "d_real": torch.sigmoid(real_logits.detach().float()).mean().item(),
+                "d_fake": torch.sigmoid(fake_logits.detach().float()).mean().item()}
+
+    @torch.no_grad()
+    def evaluation_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D's probability that each test image is real."""
+        return {"d_real_prob": torch.sigmoid(self.discriminator(2.0 * batch - 1.0).float())}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        device = next(self.parameters()).device
+        z = randn_from((n, self.cfg.latent_dim), generator, device)
+        return (self.generator(z).float() + 1.0) / 2.0
+
+
+def build(cfg: GANConfig, image_shape: tuple[int, int, int]) -> GAN:
+    return GAN(cfg, image_shape)
