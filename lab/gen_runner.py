@@ -220,6 +220,10 @@ def train(spec: GenerativeSpec, *, tracker: Tracker | None, device: str = "auto"
         if trainer.is_main:
             tracker.finish("KILLED")
         raise
+    except Exception:  # a bug, not the user's input: the run must not stay RUNNING
+        if trainer.is_main:
+            tracker.finish("FAILED")
+        raise
     if trainer.is_main:
         tracker.finish("FINISHED")
     result.status, result.epochs = "FINISHED", fit.epochs

@@ -180,3 +180,13 @@ def test_lab_list_shows_the_generative_presets(capsys):
     out = capsys.readouterr().out
     for name in names:
         assert name in out
+
+
+def test_generative_presets_validate_against_the_real_models():
+    from generative import MODELS
+
+    for name in ("digits-pixelcnn", "digits-vae", "digits-gan", "mnist-pixelcnn", "mnist-vae",
+                 "mnist-gan"):
+        spec = gen_runner.load_generative_spec(name)
+        assert spec.model.type in MODELS and spec.name == name
+        assert spec.data.name == name.split("-")[0].replace("mnist", "mnist5k")
