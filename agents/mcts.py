@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -43,9 +44,27 @@ class MCTSConfig(BaseModel):
     seed: int = 0
     c_uct: float = Field(0.0, ge=0)  # UCB1 exploration weight
     c_puct: float = Field(0.0, ge=0)  # prior-weighted exploration (PUCT)
-    rave_bias: float = Field(1e-3, ge=0)  # Silver's b^2; 0 turns RAVE off
+    rave_bias: float = Field(1 / 14000, ge=0)  # Silver's b^2 (michi's RAVE_EQUIV 3500 = 1/(4b))
     fpu: float = 1.0  # value of a child never visited (first-play urgency)
-    expand_after: int = Field(1, ge=0)  # visits a leaf needs before it gets children
+    expand_after: int = Field(8, ge=0)  # visits a leaf needs before it gets children
+    # playouts: "heuristic" (captures/escapes, 3x3 patterns, self-atari rejected; michi's
+    # playout policy, envs/go/fastpolicy.py) or "random" (uniform, own eyes kept)
+    playout: Literal["heuristic", "random"] = "heuristic"
+    p_capture: float = Field(0.9, ge=0, le=1)  # try atari fixes near the last moves
+    p_pat3: float = Field(0.95, ge=0, le=1)  # then try 3x3 patterns there
+    p_selfatari_reject: float = Field(0.9, ge=0, le=1)  # drop a heuristic self-atari
+    p_random_selfatari_reject: float = Field(0.5, ge=0, le=1)  # drop a random self-atari
+    # michi's tree priors, as virtual visits (and wins: even = half won) of a new child; used
+    # when the tree has no network priors (the playout search)
+    tree_priors: bool = True
+    prior_even: float = Field(10.0, ge=0)  # every move: 10 visits, 5 wins
+    prior_selfatari: float = Field(10.0, ge=0)  # visits with no wins
+    prior_capture_one: float = Field(15.0, ge=0)  # capture / escape, one stone
+    prior_capture_many: float = Field(30.0, ge=0)  # capture / escape, a bigger group
+    prior_pat3: float = Field(10.0, ge=0)  # a 3x3 pattern move
+    prior_cfg: tuple[float, float, float] = (24.0, 22.0, 8.0)  # CFG distance 1, 2, 3 to the
+    # last move
+    prior_emptyarea: float = Field(10.0, ge=0)  # lines 1-2 in an empty area: a loss; line 3: a win
     allow_pass: bool = False  # the pass as a child in the tree
     virtual_loss: float = Field(1.0, ge=0)
     lambda_mix: float = Field(0.0, ge=0, le=1)  # weight of the playout in batched leaf values
@@ -64,7 +83,7 @@ class MCTSConfig(BaseModel):
     def puct(cls, **kw) -> MCTSConfig:
         """Defaults for network-guided search (AlphaGo): PUCT, no RAVE, pass in the tree."""
         base = dict(c_puct=1.5, c_uct=0.0, rave_bias=0.0, fpu=0.0, expand_after=0,
-                    allow_pass=True, pass_when_won=False)
+                    allow_pass=True, pass_when_won=False, tree_priors=False)
         return cls(**{**base, **kw})
 
 
@@ -196,6 +215,13 @@ class MCTS:
         p[K.EXPAND_AFTER] = c.expand_after
         p[K.LAMBDA] = c.lambda_mix
         p[K.MAX_PLAYOUT] = 3 * position.size**2
+        p[K.HEURISTIC] = float(c.playout == "heuristic")
+        p[K.P_CAPTURE], p[K.P_PAT3] = c.p_capture, c.p_pat3
+        p[K.P_SSA], p[K.P_RSA] = c.p_selfatari_reject, c.p_random_selfatari_reject
+        p[K.TREE_PRIORS] = float(c.tree_priors)
+        p[K.PRIOR_WEIGHTS:] = (c.prior_even, c.prior_selfatari, c.prior_capture_one,
+                               c.prior_capture_many, c.prior_pat3, *c.prior_cfg,
+                               c.prior_emptyarea)
         return p
 
     def _root_for(self, position, evaluator):
@@ -208,7 +234,7 @@ class MCTS:
             tree = self._descend_to(game)
         if tree is None:
             cap = self.config.max_nodes
-            tree = (np.zeros((6, cap), np.int32), np.zeros((5, cap), np.float64),
+            tree = (np.zeros((6, cap), np.int32), np.zeros((K.N_STATS, cap), np.float64),
                     np.zeros(3, np.int64))
             K.new_node(*tree, PASS, -1, position.to_play ^ 3)
         ti, tf, meta = tree

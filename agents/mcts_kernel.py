@@ -4,22 +4,26 @@ The tree is struct-of-arrays: ``ti`` (int32, rows ``MOVE`` (padded point or ``PA
 ``FIRST`` (first child, -1 while unexpanded), ``NCH`` (children, contiguous from ``FIRST``),
 ``COLOR`` (who played ``MOVE``), ``FLAG`` (``ILLEGAL``: superko, found on the way down)), and
 ``tf`` (float64, rows ``N`` visits, ``W`` summed value for the player who played the move
-(+1 win, -1 loss), ``P`` prior, ``AN``/``AW`` the AMAF (all-moves-as-first) visits and value).
+(+1 win, -1 loss), ``P`` prior, ``AN``/``AW`` the AMAF (all-moves-as-first) visits and value,
+``PN``/``PW`` virtual visits and value from move heuristics (michi's priors: a new child starts
+as if it had been visited ``PN`` times for a total value ``PW``; 0 under network priors)).
 ``meta`` = [nodes used, root, simulations run]. Values are from the mover's side, in [-1, 1].
 
 Selection at a node, over its children c (the one rule, both for UCT-RAVE and for PUCT):
 
-    score(c) = (1 - beta) * Q(c) + beta * Q_amaf(c)
+    score(c) = (1 - beta) * Q(c) + beta * Q_amaf(c),   Q(c) = (W + PW) / (N + PN)
                + c_uct * sqrt(log(N(s) + 1) / (N(c) + 1))
                + c_puct * P(c) * sqrt(N(s)) / (1 + N(c))
-    beta = AN / (N + AN + 4 * rave_bias * N * AN)       (Silver's schedule; 0 with RAVE off)
+    beta = AN / (N' + AN + 4 * rave_bias * N' * AN), N' = N + PN   (Silver's; 0 without RAVE)
 
 with ``fpu`` standing in for the value of a child never visited. Ties are broken at random.
 
 Drivers, all built from ``_descend`` / ``_expand`` / ``_rollout`` / ``_backup``:
 
-* ``simulate``: the whole simulation in compiled code, leaves valued by random playouts
-  (own one-point eyes are not filled), AMAF updated from the playout (RAVE).
+* ``simulate``: the whole simulation in compiled code, leaves valued by playouts (uniformly
+  random, or michi's heuristic policy of envs/go/fastpolicy.py; own one-point eyes are never
+  filled), AMAF updated from the playout (RAVE); new children get michi's priors as virtual
+  visits (``tree_priors``).
 * ``select_batch`` + ``finish_batch``: descend ``k`` times with a virtual loss, hand the leaf
   positions to Python (a network evaluates them in one batch: priors over N*N+1 moves and a
   value for the side to move), then expand with those priors and back the values up, mixed
@@ -39,6 +43,7 @@ from numba import njit
 
 from envs.go.fastboard import (
     HASH,
+    LAST,
     PASS,
     PASSES,
     TO_PLAY,
@@ -54,15 +59,18 @@ from envs.go.fastboard import (
     random_move,
     to_pad,
 )
+from envs.go.fastpolicy import N_WEIGHTS, W_EVEN, playout_move, tree_priors
 
 MOVE, PARENT, FIRST, NCH, COLOR, FLAG = range(6)
-N, W, P, AN, AW = range(5)
+N, W, P, AN, AW, PN, PW = range(7)
+N_STATS = 7
 ILLEGAL = 1
 USED, ROOT, SIMS = range(3)
 # params (float64 array)
 (C_UCT, C_PUCT, RAVE_BIAS, FPU, ALLOW_PASS, KOMI, VLOSS, EXPAND_AFTER, LAMBDA,
- MAX_PLAYOUT) = range(10)
-N_PARAMS = 10
+ MAX_PLAYOUT, HEURISTIC, P_CAPTURE, P_PAT3, P_SSA, P_RSA, TREE_PRIORS) = range(16)
+PRIOR_WEIGHTS = 16  # the N_WEIGHTS weights of fastpolicy.tree_priors start here
+N_PARAMS = PRIOR_WEIGHTS + N_WEIGHTS
 BLACK = 1
 
 
@@ -78,7 +86,7 @@ def new_node(ti, tf, meta, move, parent, color):
     ti[NCH, i] = 0
     ti[COLOR, i] = color
     ti[FLAG, i] = 0
-    for r in range(5):
+    for r in range(tf.shape[0]):
         tf[r, i] = 0.0
     return i
 
@@ -141,12 +149,13 @@ def _select_child(ti, tf, node, params):
         if ti[FLAG, c] & ILLEGAL:
             continue
         n = tf[N, c]
+        nv = n + tf[PN, c]  # with the prior's virtual visits
         an = tf[AN, c]
-        if n > 0 or an > 0:
+        if nv > 0 or an > 0:
             beta = 0.0
             if params[RAVE_BIAS] > 0 and an > 0:
-                beta = an / (n + an + 4.0 * params[RAVE_BIAS] * n * an)
-            q = tf[W, c] / n if n > 0 else 0.0
+                beta = an / (nv + an + 4.0 * params[RAVE_BIAS] * nv * an)
+            q = (tf[W, c] + tf[PW, c]) / nv if nv > 0 else 0.0
             qa = tf[AW, c] / an if an > 0 else 0.0
             value = (1.0 - beta) * q + beta * qa
         else:
@@ -183,6 +192,14 @@ def _expand(ti, tf, meta, node, st, sc, offs, n, priors, use_priors, params):
             meta[USED] = start
             return False
     count = meta[USED] - start
+    if not use_priors and params[TREE_PRIORS] > 0:  # michi's priors as virtual visits/wins
+        w2 = w * w
+        pv, pw = np.empty(w2), np.empty(w2)
+        tree_priors(st, sc, offs, n, params[PRIOR_WEIGHTS:], pv, pw)
+        for c in range(start, start + count):
+            m = ti[MOVE, c]
+            tf[PN, c] = params[PRIOR_WEIGHTS + W_EVEN] if m == PASS else pv[m]
+            tf[PW, c] = 0.0 if m == PASS else 2.0 * pw[m] - pv[m]  # wins in [0,1] -> [-1,1]
     total = 0.0
     for c in range(start, start + count):
         if use_priors:
@@ -237,14 +254,24 @@ def _descend(ti, tf, meta, st, empties, sc, offs, keys, hist, params, path, path
 
 
 @njit(cache=True)
-def _rollout(st, empties, sc, offs, keys, n, komi, seq, start, max_plies):
-    """Random playout (eyes kept) from the position in st/sc; appends its stone moves to
-    ``seq`` from ``start``; returns (black's outcome +1/-1, end of seq)."""
+def _rollout(st, empties, sc, offs, keys, n, params, seq, start, max_plies):
+    """Playout from the position in st/sc, uniformly random (eyes kept) or with the heuristic
+    policy of envs/go/fastpolicy.py; appends its stone moves to ``seq`` from ``start``;
+    returns (black's outcome +1/-1, end of seq)."""
     w = n + 2
     plies = 0
     L = start
+    heuristic = params[HEURISTIC] > 0
+    pts, cand, libs = np.empty(18, np.int64), np.empty(64, np.int64), np.empty(4, np.int64)
+    last2 = seq[start - 2] if start >= 2 else -1  # the move before the last (PASS < 0)
     while sc[PASSES] < 2 and plies < max_plies:
-        p = random_move(st, empties, sc, offs, w, True)
+        if heuristic:
+            last = sc[LAST]
+            p = playout_move(st, empties, sc, offs, w, last2, params[P_CAPTURE], params[P_PAT3],
+                             params[P_SSA], params[P_RSA], pts, cand, libs)
+            last2 = last
+        else:
+            p = random_move(st, empties, sc, offs, w, True)
         if p < 0:
             play_pass(sc)
         else:
@@ -253,7 +280,7 @@ def _rollout(st, empties, sc, offs, keys, n, komi, seq, start, max_plies):
                 L += 1
             play(st, empties, sc, offs, keys, p)
         plies += 1
-    return (1.0 if area_score(st, n, komi) > 0 else -1.0), L
+    return (1.0 if area_score(st, n, params[KOMI]) > 0 else -1.0), L
 
 
 @njit(cache=True)
@@ -309,8 +336,8 @@ def simulate(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, params,
             if ti[FIRST, leaf] < 0 and tf[N, leaf] >= params[EXPAND_AFTER]:
                 _expand(ti, tf, meta, leaf, work_st, work_sc, offs, n, empty_priors, False,
                         params)
-            z, seq_end = _rollout(work_st, work_emp, work_sc, offs, keys, n, params[KOMI], seq,
-                                  depth, int(params[MAX_PLAYOUT]))
+            z, seq_end = _rollout(work_st, work_emp, work_sc, offs, keys, n, params, seq, depth,
+                                  int(params[MAX_PLAYOUT]))
         _backup(ti, tf, path, depth, z, 0.0, seq, seq_color, seq_end, first, rave)
         meta[SIMS] += 1
 
@@ -346,8 +373,8 @@ def finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf
             v = values[j] if sc[TO_PLAY] == BLACK else -values[j]
             z = v
             if lam > 0:
-                zr, _ = _rollout(leaf_st[j], leaf_emp[j], sc, offs, keys, n, params[KOMI],
-                                 seqs[j], depth, int(params[MAX_PLAYOUT]))
+                zr, _ = _rollout(leaf_st[j], leaf_emp[j], sc, offs, keys, n, params, seqs[j],
+                                 depth, int(params[MAX_PLAYOUT]))
                 z = (1.0 - lam) * v + lam * zr
         _backup(ti, tf, paths[j], depth, z, params[VLOSS], seqs[j], seq_colors[j], depth,
                 first, False)
@@ -362,7 +389,7 @@ def compact(ti, tf, meta, ti2, tf2, meta2):
     meta2[:] = 0
     queue = np.empty(ti.shape[1], dtype=np.int64)  # old ids, in new-id order
     new_node(ti2, tf2, meta2, ti[MOVE, root], -1, ti[COLOR, root])
-    for r in range(5):
+    for r in range(tf.shape[0]):
         tf2[r, 0] = tf[r, root]
     queue[0] = root
     head = 0
@@ -374,7 +401,7 @@ def compact(ti, tf, meta, ti2, tf2, meta2):
             for c in range(fc, fc + ti[NCH, old]):
                 i = new_node(ti2, tf2, meta2, ti[MOVE, c], head, ti[COLOR, c])
                 ti2[FLAG, i] = ti[FLAG, c]
-                for r in range(5):
+                for r in range(tf.shape[0]):
                     tf2[r, i] = tf[r, c]
                 queue[i] = c
             ti2[FIRST, head] = start

@@ -150,3 +150,129 @@ def test_bad_config_is_one_clear_error():
         MCTSConfig(playouts=None, seconds=None)
     with pytest.raises(ValueError):
         MCTSConfig(bogus=1)
+
+
+
+# ---------------------------------------------------------------- the heuristics (michi's)
+# Black's D5-E5 has one liberty (F5) after Black's own last move D5: White captures there.
+CAPTURE = """
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . O O . . . .
+    . . O X X . . . .
+    . . . O O . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+"""
+# B1 would join A1 into a two-stone group with one liberty (C1): a self-atari for Black.
+SELF_ATARI = """
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    O O . . . . . . .
+    X . . . . . . . .
+"""
+
+
+def _state(pos: Position, last: str):
+    from envs.go.fastboard import state_from_board
+
+    return state_from_board(pos.board.ravel(), pos.size, pos.to_play,
+                            last_move=text_to_move(last, pos.size))
+
+
+def _policy_moves(pos: Position, last: str, samples: int, **probs) -> list[int]:
+    """``samples`` playout-policy choices (rules indexing) from the same position."""
+    from numba import njit
+
+    from envs.go.fastboard import from_pad, offsets
+    from envs.go.fastpolicy import playout_move
+
+    @njit
+    def draw(st, emp, sc, offs, w, p, out, seed):
+        np.random.seed(seed)
+        pts, cand, libs = np.empty(18, np.int64), np.empty(64, np.int64), np.empty(4, np.int64)
+        for i in range(out.shape[0]):
+            out[i] = playout_move(st, emp, sc, offs, w, -1, p[0], p[1], p[2], p[3], pts, cand,
+                                  libs)
+
+    st, emp, sc = _state(pos, last)
+    out = np.zeros(samples, np.int64)
+    p = np.array([probs.get(k, 0.0) for k in ("capture", "pat3", "ssa", "rsa")])
+    draw(st, emp, sc, offsets(9), 11, p, out, 0)
+    return [from_pad(int(m), 9) for m in out]
+
+
+def test_pattern_table_matches_shapes_in_every_orientation():
+    from envs.go.fastpolicy import pat3_table
+
+    table = pat3_table()
+    assert not table[0]  # an empty neighbourhood is no shape
+
+    def code(rows):  # NW N NE / W E / SW S SE, as in fastpolicy.pat3_code
+        cells = [c for i, r in enumerate(rows) for j, c in enumerate(r) if (i, j) != (1, 1)]
+        return sum({".": 0, "X": 1, "O": 2, " ": 3}[c] << (2 * k) for k, c in enumerate(cells))
+
+    hane = ["XOX", "...", "..."]
+    for rows in (hane, ["...", "...", "XOX"], ["X..", "O..", "X.."], ["OXO", "...", "..."]):
+        assert table[code(rows)], rows
+    assert table[code([".OX", "X.O", "   "])]  # edge: cut
+    assert table[code(["   ", "O.X", "XO."])]  # the same, turned and with colours swapped
+    assert not table[code(["X..", "...", "..."])]  # a lone stone is no pattern
+
+
+def test_playout_policy_captures_and_escapes():
+    pos = _diagram(CAPTURE, to_play=WHITE)
+    f5 = text_to_move("F5", 9)
+    assert set(_policy_moves(pos, "D5", 50, capture=1.0)) == {f5}  # White takes the two stones
+    pos = _diagram(CAPTURE, to_play=BLACK)
+    assert set(_policy_moves(pos, "E4", 50, capture=1.0)) == {f5}  # Black runs out at F5
+    moves = _policy_moves(pos, "E4", 400)  # no heuristics: uniform over the legal points
+    assert len(set(moves)) > 40 and moves.count(f5) < 30
+
+
+def test_playout_policy_rejects_self_atari():
+    pos = _diagram(SELF_ATARI, to_play=BLACK)
+    b1 = text_to_move("B1", 9)
+    assert b1 not in _policy_moves(pos, "B2", 2000, rsa=1.0)
+    assert b1 in _policy_moves(pos, "B2", 2000, rsa=0.0)  # uniform: 1 in 76
+
+
+def _root_priors(pos: Position, **cfg) -> dict[int, tuple[float, float]]:
+    """(virtual visits, virtual value in [-1, 1]) of the root's children after expansion."""
+    m = MCTS(playouts=1, seed=0, **cfg)
+    m.search(pos.copy())
+    ti, tf, meta = m._tree
+    first, count = int(ti[K.FIRST, 0]), int(ti[K.NCH, 0])
+    return {_rules_move(int(ti[K.MOVE, c]), 9): (tf[K.PN, c], tf[K.PW, c] / max(tf[K.PN, c], 1.0))
+            for c in range(first, first + count)}
+
+
+def test_tree_priors_favour_the_capture_and_shun_self_atari():
+    pos = _diagram(CAPTURE, to_play=WHITE)
+    priors = _root_priors(pos)
+    f5 = text_to_move("F5", 9)
+    best = max(priors, key=lambda m: priors[m][1])
+    assert best == f5 and priors[f5][0] > 10 + 30 - 1  # even + capture of two stones
+    corner = text_to_move("A1", 9)
+    assert priors[corner][1] < 0  # first line in an empty area: a virtual loss
+    pos = _diagram(SELF_ATARI, to_play=BLACK)
+    priors = _root_priors(pos)
+    no_malus = _root_priors(pos, prior_selfatari=0.0)
+    b1, c1 = text_to_move("B1", 9), text_to_move("C1", 9)
+    # the self-atari's malus: 10 visits without wins, on B1 only
+    assert priors[b1][0] == no_malus[b1][0] + 10 and priors[b1][1] < no_malus[b1][1]
+    assert priors[c1] == no_malus[c1]
+    off = _root_priors(pos, tree_priors=False)
+    assert all(pn == 0 for pn, _ in off.values())
+
+
+def test_escapes_a_group_in_atari():
+    pos = _diagram(CAPTURE, to_play=BLACK, komi=7.5)
+    assert MCTS(playouts=1500, seed=0)(pos.copy()) == text_to_move("F5", 9)
