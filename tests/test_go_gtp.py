@@ -2,6 +2,8 @@
 
 import io
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -32,6 +34,17 @@ def run(engine, *lines):
 @pytest.fixture
 def engine():
     return GtpEngine(first_legal, name="tester", version="1.2", size=5)
+
+
+def test_gtp_sgf_and_gnugo_modules_import_no_torch():
+    code = ("import sys, envs.go.gtp, envs.go.sgf, envs.go.gnugo; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'lab', 'agents', 'generative')]; print(bad); assert not bad")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-m", "envs.go.gtp", "--size", "3"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "board size must be in 5..19, got 3" in out.stderr
 
 
 # ---- administrative commands and the answer format ------------------------------------------

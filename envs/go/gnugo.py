@@ -66,7 +66,8 @@ class GtpProcess:
         try:
             self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self._stderr,
-                                         text=True, bufsize=1)
+                                         text=True, encoding="utf-8", errors="replace",
+                                         bufsize=1)
         except OSError as e:
             self._stderr.close()
             raise GtpError(f"cannot start {name} ({argv[0]}): {e.strerror or e}") from None

@@ -48,7 +48,15 @@ from collections.abc import Callable
 from importlib import metadata
 from time import monotonic
 
-from envs.go.rules import BLACK, COLUMNS, MAX_SIZE, MIN_SIZE, WHITE, IllegalMove, Position
+from envs.go.rules import (
+    BLACK,
+    MAX_SIZE,
+    MIN_SIZE,
+    WHITE,
+    IllegalMove,
+    Position,
+    move_to_text,
+)
 
 Player = Callable[[Position], int]
 
@@ -278,7 +286,7 @@ class GtpEngine:
             reason = "off-board" if not 0 <= move <= pos.pass_move else "not legal"
             raise GtpFailure(f"player chose an illegal move {move} ({reason})")
         self._play(color, move)
-        return _vertex_text(move, self.size)
+        return move_to_text(move, self.size)
 
     def cmd_undo(self, args):
         _arity(args, 0)
@@ -384,13 +392,6 @@ def _nonnegative_int(token: str) -> int:
     return int(token)
 
 
-def _vertex_text(move: int, size: int) -> str:
-    if move == size * size:
-        return "pass"
-    row, col = divmod(move, size)
-    return f"{COLUMNS[col]}{row + 1}"
-
-
 def _lab_version() -> str:
     try:
         return metadata.version("lab")
@@ -409,8 +410,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--komi", type=float, default=7.5)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
-    engine = GtpEngine(RandomPlayer(args.seed), name="lab-random", size=args.size,
-                       komi=args.komi)
+    try:
+        engine = GtpEngine(RandomPlayer(args.seed), name="lab-random", size=args.size,
+                           komi=args.komi)
+    except ValueError as e:
+        parser.error(str(e))
     engine.serve()
 
 
