@@ -76,7 +76,48 @@ def _parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="the main job: DQN, PPO and SB3 PPO on CartPole")
     q.add_argument("--no-progress", action="store_true")
     store(q)
+    _go_parser(sub, store)
     return p
+
+
+def _go_parser(sub, store) -> None:
+    from lab.go_commands import PLAYER_KINDS
+
+    g = sub.add_parser("go", help="the Go engine: gtp, match, play, replay",
+                       description=f"Players: {PLAYER_KINDS}")
+    gsub = g.add_subparsers(dest="go_command", required=True, metavar="GO_COMMAND")
+
+    def board(sp):
+        sp.add_argument("--size", type=int, default=9, help="board size 5..19 (default 9)")
+        sp.add_argument("--komi", type=float, default=7.5)
+        sp.add_argument("--seed", type=int, default=0)
+
+    gtp = gsub.add_parser("gtp", help="speak GTP v2 on stdin/stdout (GoGui, Sabaki, GNU Go)")
+    gtp.add_argument("--player", default="mcts:playouts=2000", help="player spec")
+    gtp.add_argument("--ko", choices=["simple", "positional", "situational"],
+                     default="positional")
+    board(gtp)
+
+    m = gsub.add_parser("match", help="play BLACK against WHITE, colours alternating")
+    m.add_argument("black", help="player spec, e.g. mcts:playouts=2000 (Black in game 1)")
+    m.add_argument("white", help="player spec, e.g. gnugo:level=1")
+    m.add_argument("--games", type=int, default=10)
+    m.add_argument("--seconds-per-move", type=float, default=None)
+    board(m)
+    store(m)
+    m.set_defaults(experiment="go-match")
+
+    pl = gsub.add_parser("play", help="play against a player in a pygame window")
+    pl.add_argument("--opponent", default="mcts:playouts=5000", help="player spec")
+    pl.add_argument("--color", choices=["black", "white"], default="black")
+    board(pl)
+
+    r = gsub.add_parser("replay", help="render an SGF game into a GIF or MP4")
+    r.add_argument("sgf", help="GAME.sgf")
+    r.add_argument("--out", default="game.gif", help="FILE.gif or FILE.mp4")
+    r.add_argument("--fps", type=float, default=2.0)
+    r.add_argument("--ko", choices=["simple", "positional", "situational"],
+                   default="positional")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     from lab import commands
 
     try:
+        if args.command == "go":
+            from lab import go_commands
+
+            return getattr(go_commands, f"run_{args.go_command}")(args)
         return getattr(commands, f"run_{args.command}")(args)
     except SpecError as e:
         print(f"lab {args.command}: error: {e}", file=sys.stderr)

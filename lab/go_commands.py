@@ -1,0 +1,233 @@
+"""``lab go gtp | match | play | replay``: the Go engine from the command line.
+
+Players are given as specs, built here (so envs/go never imports agents/):
+
+    random[:seed=N]                     uniform over legal moves
+    mcts[:playouts=N,seconds=S,...]     agents.mcts.MCTS; any MCTSConfig field
+    gnugo[:level=N]                     GNU Go 3.8 over GTP (Debian package gnugo)
+    run:RUN_ID                          a trained network player (the AlphaGo issue)
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from lab.commands import CommandError
+from lab.spec import SpecError, parse_value
+
+PLAYER_KINDS = "random[:seed=N], mcts[:playouts=N,seconds=S,...], gnugo[:level=N], run:RUN_ID"
+
+
+class Players:
+    """Players built from specs; ``close()`` stops GNU Go subprocesses."""
+
+    def __init__(self):
+        self._open = []
+
+    def build(self, spec: str, *, seed: int = 0):
+        kind, _, rest = spec.partition(":")
+        if kind == "run":
+            raise SpecError(f"player {spec!r}: run:RUN_ID players need the networks of the "
+                            "AlphaGo issue, which are not built yet (valid now: random, mcts, "
+                            "gnugo)")
+        opts = _options(spec, rest)
+        if kind == "random":
+            from envs.go.env import RandomPlayer
+
+            _only(spec, opts, {"seed"})
+            return RandomPlayer(seed=int(opts.get("seed", seed)))
+        if kind == "mcts":
+            from pydantic import ValidationError
+
+            from agents.mcts import MCTS, MCTSConfig
+
+            try:
+                return MCTS(MCTSConfig(**{"seed": seed, **opts}))
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(str(x) for x in err["loc"]) or "options"
+                valid = ", ".join(MCTSConfig.model_fields)
+                raise SpecError(f"player {spec!r}: {where}: {err['msg']} "
+                                f"(mcts options: {valid})") from None
+        if kind == "gnugo":
+            from envs.go.gnugo import GnuGoNotFound, GnuGoPlayer
+
+            _only(spec, opts, {"level"})
+            level = opts.get("level", 1)
+            if not isinstance(level, int) or not 0 <= level <= 10:
+                raise SpecError(f"player {spec!r}: level must be an integer 0..10")
+            try:
+                player = GnuGoPlayer(level=level, seed=seed)
+            except GnuGoNotFound as e:
+                raise CommandError(str(e)) from None
+            self._open.append(player)
+            return player
+        raise SpecError(f"unknown player {spec!r} (valid: {PLAYER_KINDS})")
+
+    def close(self):
+        for p in self._open:
+            p.close()
+        self._open.clear()
+
+
+def _options(spec: str, text: str) -> dict:
+    opts = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SpecError(f"player {spec!r}: options are key=value separated by commas")
+        opts[key.strip()] = parse_value(value.strip())
+    return opts
+
+
+def _only(spec: str, opts: dict, allowed: set[str]) -> None:
+    extra = sorted(set(opts) - allowed)
+    if extra:
+        raise SpecError(f"player {spec!r}: unknown option {extra[0]!r} "
+                        f"(valid: {', '.join(sorted(allowed))})")
+
+
+def _check_board(size: int, komi: float) -> None:
+    if not 5 <= size <= 19:
+        raise SpecError(f"--size {size}: the board size must be 5..19")
+    if komi != komi or abs(komi) > 1000:
+        raise SpecError(f"--komi {komi}: not a usable komi")
+
+
+# ---- gtp --------------------------------------------------------------------------------
+
+def run_gtp(args) -> int:
+    from envs.go.gtp import GtpEngine
+
+    _check_board(args.size, args.komi)
+    players = Players()
+    try:
+        player = players.build(args.player, seed=args.seed)
+        engine = GtpEngine(player, name=f"lab-{args.player.partition(':')[0]}",
+                           size=args.size, komi=args.komi, ko=args.ko)
+        engine.serve()
+    finally:
+        players.close()
+    return 0
+
+
+# ---- match ------------------------------------------------------------------------------
+
+def run_match(args) -> int:
+    import math
+
+    from envs.go.arena import elo_difference, play_game, wilson_interval
+    from envs.go.sgf import write_sgf
+    from lab.tracking import Tracker
+
+    _check_board(args.size, args.komi)
+    if args.games < 1:
+        raise SpecError(f"--games {args.games}: play at least one game")
+    if args.seconds_per_move is not None and args.seconds_per_move <= 0:
+        raise SpecError(f"--seconds-per-move {args.seconds_per_move}: must be positive")
+    players = Players()
+    try:
+        a = players.build(args.black, seed=args.seed)
+        b = players.build(args.white, seed=args.seed + 1)
+        for p in (a, b):
+            if args.seconds_per_move is not None and hasattr(p, "seconds_per_move"):
+                p.seconds_per_move = args.seconds_per_move
+        tracker = Tracker(args.tracking_uri, args.experiment)
+        tracker.start({"black": args.black, "white": args.white, "games": args.games,
+                       "size": args.size, "komi": args.komi,
+                       "seconds_per_move": args.seconds_per_move, "seed": args.seed},
+                      {"lab.kind": "go-match", "player_a": args.black, "player_b": args.white},
+                      run_name=f"{args.black} vs {args.white}")
+        wins = 0
+        times = {"a": [], "b": []}
+        status = "FAILED"
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                for g in range(args.games):
+                    a_black = g % 2 == 0
+                    black, white = (a, b) if a_black else (b, a)
+                    rec = play_game(black, white, size=args.size, komi=args.komi)
+                    a_color = 1 if a_black else 2
+                    won = rec.winner == a_color
+                    wins += won
+                    times["a"] += rec.seconds[a_color]
+                    times["b"] += rec.seconds[3 - a_color]
+                    names = (args.black, args.white) if a_black else (args.white, args.black)
+                    sgf_path = Path(tmp) / f"game-{g:03d}.sgf"
+                    sgf_path.write_bytes(write_sgf(rec.position, black=names[0], white=names[1],
+                                                   result=rec.result,
+                                                   comment=rec.forfeit))
+                    tracker.log_artifact(sgf_path, "sgf")
+                    tracker.logger.log({"match/a_won": float(won),
+                                        "match/a_win_rate": wins / (g + 1),
+                                        "match/moves": float(len(rec.position.moves))}, step=g)
+                    line = f"game {g + 1}/{args.games}: {names[0]} (B) vs {names[1]} (W): "
+                    print(line + rec.result + (f"  [{rec.forfeit}]" if rec.forfeit else ""),
+                          flush=True)
+            rate = wins / args.games
+            low, high = wilson_interval(wins, args.games)
+            sec = {k: (sum(v) / len(v) if v else math.nan) for k, v in times.items()}
+            final = {"match/wins_a": float(wins), "match/win_rate_a": rate,
+                     "match/win_rate_a_low95": low, "match/win_rate_a_high95": high,
+                     "match/elo_a_minus_b": _finite(elo_difference(rate)),
+                     "match/seconds_per_move_a": sec["a"], "match/seconds_per_move_b": sec["b"]}
+            tracker.logger.log(final, step=args.games)
+            status = "FINISHED"
+        finally:
+            tracker.finish(status)
+    finally:
+        players.close()
+    elo = elo_difference(rate)
+    print(f"{args.black}: {wins}/{args.games} wins against {args.white} "
+          f"(win rate {rate:.1%}, 95% CI {low:.1%}-{high:.1%}; Elo difference {elo:+.0f}); "
+          f"seconds/move {sec['a']:.2f} vs {sec['b']:.2f}")
+    print(f"run {tracker.run_id} in {tracker.uri} (SGFs under its artifacts/sgf)")
+    return 0
+
+
+def _finite(x: float, cap: float = 2000.0) -> float:
+    return max(-cap, min(cap, x))
+
+
+# ---- play / replay ----------------------------------------------------------------------
+
+def run_play(args) -> int:
+    from envs.go import BLACK, WHITE, Position
+    from envs.go.play_window import NoDisplayError, play_game
+
+    _check_board(args.size, args.komi)
+    players = Players()
+    try:
+        opponent = players.build(args.opponent, seed=args.seed)
+        human = BLACK if args.color == "black" else WHITE
+        try:
+            final = play_game(Position(args.size, args.komi), opponent, human_color=human)
+        except NoDisplayError as e:
+            raise CommandError(str(e)) from None
+    finally:
+        players.close()
+    if final.is_over:
+        print(f"game over: {final.score():+g} (Black minus White, komi {final.komi:g})")
+    return 0
+
+
+def run_replay(args) -> int:
+    from envs.go.replay import game_frames
+    from envs.go.sgf import SgfError, load_sgf
+    from lab.render import write_video
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".gif", ".mp4"):
+        raise SpecError(f"--out {out.name!r}: the file must end in .gif or .mp4")
+    if args.fps <= 0:
+        raise SpecError(f"--fps {args.fps}: must be positive")
+    try:
+        position, info = load_sgf(args.sgf, ko=args.ko)
+    except SgfError as e:
+        raise SpecError(str(e)) from None
+    names = (info.black or "Black", info.white or "White")
+    frames = game_frames(position, names=names, result=info.result)
+    write_video(frames, out, fps=args.fps)
+    print(f"{len(frames)} frames -> {out}")
+    return 0
