@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", type=float, default=None,
                    help="return to reach (default: the env's reward_threshold)")
     c.add_argument("--no-log", action="store_true", help="do not log a comparison run")
+    c.add_argument("--format", choices=["table", "markdown", "csv"], default="table",
+                   help="how to print the comparison (default: a table)")
     store(c)
 
     q = sub.add_parser("quickstart", help="the main job: DQN, PPO and SB3 PPO on CartPole")

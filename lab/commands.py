@@ -220,7 +220,13 @@ def run_compare(args) -> int:
     if not rows:
         where = f"group {args.group!r}" if args.group else f"experiment {args.experiment!r}"
         raise SpecError(f"no finished runs in {where} of {uri}")
-    _print_table(rows, f"{args.metric} (final, mean ± std over seeds)")
+    fmt = getattr(args, "format", "table")
+    if fmt == "markdown":
+        print(cmp.markdown_table(rows), end="")
+    elif fmt == "csv":
+        print(cmp.csv_table(rows), end="")
+    else:
+        _print_table(rows, f"{args.metric}: final value over seeds, 95% bootstrap intervals")
     if not args.no_log:
         run_id = cmp.log_comparison(Tracker(uri, args.experiment), rows, curves, args.metric,
                                     args.curve_metric, args.group)

@@ -77,6 +77,10 @@ def test_train_seeds_make_sibling_runs_with_everything_logged(fake, store, capsy
     assert "wrote ep.gif" in capsys.readouterr().out
     assert main(["compare", "--group", "g1", "--tracking-uri", store]) == 0
     assert "fake" in capsys.readouterr().out
+    assert main(["compare", "--group", "g1", "--format", "csv", "--no-log",
+                 "--tracking-uri", store]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("agent,env,seeds,final_mean") and lines[1].startswith("fake,")
 
 
 def test_nan_loss_stops_the_run_marks_it_failed_and_keeps_the_checkpoint(fake, store, capsys,

@@ -5,6 +5,7 @@ import pytest
 
 from lab.compare import (
     collect,
+    csv_table,
     first_step_reaching,
     log_comparison,
     markdown_table,
@@ -73,8 +74,37 @@ def test_collect_summarises_each_agent_over_seeds(store, tmp_path):
                             "train/episode_return", "g")
     names = {f.path for f in tracker.client.list_artifacts(run_id)}
     assert names == {"comparison.md", "curves.png"}
-    assert "| ours | CartPole-v1 | 3 | 480.0 ± 16.3 |" in markdown_table(rows)
+    # 3 seeds: every bootstrap resample's mean lies in [460, 500] and the all-460 and
+    # all-500 resamples each have probability 1/27 > 2.5%, so the 95% interval is the range;
+    # IQM of 3 values cuts int(0.75) = 0, so it is the mean; the median of (9,500, 9,750)
+    # resamples to 9,500, 9,625 or 9,750.
+    assert ("| ours | CartPole-v1 | 3 | 480.0 [460.0, 500.0] | 480.0 [460.0, 500.0] | "
+            "9,625 [9,500, 9,750] (2/3) |") in markdown_table(rows)
+    table = csv_table(rows).splitlines()
+    assert table[0].startswith("agent,env,seeds,final_mean,final_mean_low95")
+    assert table[1].startswith("ours,CartPole-v1,3,480.0,460.0,500.0,")
     # the comparison run itself is never compared
     rows_again, _ = collect(tracker.client, tracker.experiment_id, None, "eval/return_mean",
                             "train/episode_return", None)
     assert {r.seeds for r in rows_again if r.agent == "ours"} == {4}
+
+
+def test_iqm_and_bootstrap_by_hand():
+    from lab.stats import bootstrap_band, bootstrap_ci, iqm
+
+    assert iqm([8, 1, 7, 2, 6, 3, 5, 4]) == 4.5  # drops 1, 2 and 7, 8
+    assert iqm([100, 1, 2, 3, -50]) == 2.0  # drops the outliers
+    assert bootstrap_ci([3.0, 3.0, 3.0]) == (3.0, 3.0, 3.0)
+    assert bootstrap_ci([7.0]) == (7.0, 7.0, 7.0)
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    # a large normal sample: the interval is close to mean +- 1.96 sigma / sqrt(n)
+    x = np.random.default_rng(1).normal(10.0, 2.0, size=400)
+    mean, low, high = bootstrap_ci(x)
+    half = 1.96 * x.std() / math.sqrt(x.size)
+    assert mean == pytest.approx(x.mean())
+    assert low == pytest.approx(mean - half, abs=0.1 * half)
+    assert high == pytest.approx(mean + half, abs=0.1 * half)
+    data = np.array([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]])
+    m, lo, hi = bootstrap_band(data)
+    assert np.allclose(m, [1.0, 2.0, 3.0])
+    assert np.allclose(lo, [0.0, 1.0, 2.0]) and np.allclose(hi, [2.0, 3.0, 4.0])
