@@ -121,6 +121,15 @@ def _go_parser(sub, store) -> None:
     r.add_argument("--ko", choices=["simple", "positional", "situational"],
                    default="positional")
 
+    x = gsub.add_parser("expert-games", help="SGF games of GNU Go against itself (training data)")
+    x.add_argument("--games", type=int, default=10, help="how many games (default 10)")
+    x.add_argument("--level", type=int, default=1, help="GNU Go level 0..10 (default 1)")
+    x.add_argument("--out", required=True, help="folder for the SGF files (created if needed)")
+    x.add_argument("--random-opening", type=int, default=4, metavar="K",
+                   help="the first K plies are random legal moves (default 4)")
+    board(x)
+    x.set_defaults(go_command="expert_games")
+
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")

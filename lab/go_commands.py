@@ -231,3 +231,42 @@ def run_replay(args) -> int:
     write_video(frames, out, fps=args.fps)
     print(f"{len(frames)} frames -> {out}")
     return 0
+
+
+# ---- expert-games -----------------------------------------------------------------------
+
+def run_expert_games(args) -> int:
+    import time
+
+    from envs.go.expert import expert_games
+    from envs.go.gnugo import GnuGoNotFound, find_gnugo
+    from envs.go.gtp import result_text
+
+    _check_board(args.size, args.komi)
+    if args.games < 1:
+        raise SpecError(f"--games {args.games}: make at least one game")
+    if not 0 <= args.level <= 10:
+        raise SpecError(f"--level {args.level}: GNU Go levels are 0..10")
+    most = args.size * args.size // 2
+    if not 0 <= args.random_opening <= most:
+        raise SpecError(f"--random-opening {args.random_opening}: must be 0..{most} on "
+                        f"{args.size}x{args.size}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {args.out}: is a file, not a folder")
+    try:
+        find_gnugo()
+    except GnuGoNotFound as e:
+        raise CommandError(str(e)) from None
+    start = time.perf_counter()
+
+    def report(i, path, position):
+        print(f"game {i + 1}/{args.games}: {position.move_number} plies, "
+              f"{result_text(position.score())} -> {path}", flush=True)
+
+    paths = expert_games(args.size, args.games, args.level, args.seed, out,
+                         random_opening_moves=args.random_opening, komi=args.komi,
+                         progress=report)
+    print(f"{len(paths)} games of GNU Go level {args.level} on {args.size}x{args.size} in "
+          f"{time.perf_counter() - start:.1f} s -> {out}")
+    return 0
