@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 def _go_parser(sub, store) -> None:
     from lab.go_commands import PLAYER_KINDS
 
-    g = sub.add_parser("go", help="the Go engine: gtp, match, play, replay",
+    g = sub.add_parser("go", help="the Go engine: gtp, match, play, replay, expert-games",
                        description=f"Players: {PLAYER_KINDS}")
     gsub = g.add_subparsers(dest="go_command", required=True, metavar="GO_COMMAND")
 

@@ -21,7 +21,7 @@ sys.exit(1 if bad else 0)
     # envs, the ground floor, imports no torch and nothing of the project
     ("envs, envs.gridworld, envs.pomdp, envs.go, envs.go.rules, envs.go.fastboard, "
      "envs.go.playout, envs.go.arena, envs.go.gtp, envs.go.sgf, envs.go.gnugo, "
-     "envs.go.play_window, envs.go.replay",
+     "envs.go.play_window, envs.go.replay, envs.go.features, envs.go.symmetry, envs.go.expert",
      {"torch", "lab", "agents", "generative"}),
     # agents never import mlflow (they get a logger)
     ("agents.dqn, agents.actor_critic, agents.reinforce, agents.tabular, agents.sb3",
