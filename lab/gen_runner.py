@@ -300,12 +300,13 @@ def run_train(args, run=None) -> int:
         except RunError as e:
             raise CommandError(str(e)) from None
         _print_result(one, result)
-    print(f"see the runs: {_mlflow_ui_hint(uri)}")
+    if _rank() == 0:
+        print(f"see the runs: {_mlflow_ui_hint(uri)}")
     return 0
 
 
 def _print_result(spec: GenerativeSpec, r: GenResult) -> None:
-    if r.run_id is None:  # a rank other than 0 under torchrun
+    if _rank() != 0:  # under torchrun, rank 0 speaks for all
         return
     final = ", ".join(f"{k} {v:.4g}" for k, v in r.final.items())
     print(f"{spec.name} seed {spec.train.seed}: run {r.run_id} {r.status}: {r.epochs} epochs, "

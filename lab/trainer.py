@@ -306,7 +306,8 @@ class Trainer:
         self._sums = dict(state["epoch_sums"])
 
     def load_checkpoint(self, path: str | Path) -> None:
-        self.load_state_dict(load(path, map_location=self.device))
+        # on the CPU first: the RNG states must stay CPU tensors; load_state_dict moves the rest
+        self.load_state_dict(load(path, map_location="cpu"))
 
     def save_checkpoint(self) -> Path | None:
         """Rank 0 writes the checkpoint atomically (after flushing the logger, so the store is
