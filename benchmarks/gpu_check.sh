@@ -2,6 +2,7 @@
 # The GPU check, one prepared script; each section runs by name and takes under 3 minutes.
 #   benchmarks/gpu_check.sh            # every section
 #   benchmarks/gpu_check.sh rl         # only DQN and PPO on CartPole, cuda vs cpu
+#   benchmarks/gpu_check.sh generative # PixelCNN, VAE, GAN: one epoch, cuda (fp32/bf16/fp16) vs cpu
 # Sections print steps/s on cuda next to the cpu figure from the same machine and run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,21 @@ PY
   done
 }
 
+section_generative() {
+  python -c 'import torch; assert torch.cuda.is_available(), "this section needs a GPU"'
+  for m in pixelcnn vae gan; do
+    for run in "cpu fp32" "cuda fp32" "cuda bf16" "cuda fp16"; do
+      set -- $run
+      # one epoch through the shared trainer; examples/s from the runner's summary line
+      lab train "mnist-$m" train.epochs=1 train.final_eval=none train.sample_n=1 \
+        train.precision="$2" --device "$1" --no-progress --tracking-uri "$store" \
+        | grep "examples/s" | sed "s/^/$1 $2: /"
+    done
+  done
+}
+
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(rl)
+[ ${#sections[@]} -eq 0 ] && sections=(rl generative)
 for s in "${sections[@]}"; do
   echo "== section $s"
   "section_$s"
