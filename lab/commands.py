@@ -68,9 +68,11 @@ def run_list(args) -> int:
 # ---- train ----------------------------------------------------------------------------------
 
 def run_train(args) -> int:
-    from lab import gen_runner, runner
+    from lab import alphago_runner, gen_runner, runner
 
     _check_device(args.device)
+    if alphago_runner.is_alphago_preset(args):
+        return alphago_runner.run_train(args)
     if gen_runner.is_generative_preset(args):
         return gen_runner.run_train(args)
     if args.resume and (gen_run := gen_runner.generative_run(args)) is not None:

@@ -5,7 +5,8 @@ Players are given as specs, built here (so envs/go never imports agents/):
     random[:seed=N]                     uniform over legal moves
     mcts[:playouts=N,seconds=S,...]     agents.mcts.MCTS; any MCTSConfig field
     gnugo[:level=N]                     GNU Go 3.8 over GTP (Debian package gnugo)
-    run:RUN_ID                          a trained network player (the AlphaGo issue)
+    run:RUN_ID[:mcts=N,greedy=false]    an AlphaGo stage run's networks: the policy, or MCTS
+                                        with them (lab/alphago_runner.py)
 """
 
 from __future__ import annotations
@@ -16,21 +17,24 @@ from pathlib import Path
 from lab.commands import CommandError
 from lab.spec import SpecError, parse_value
 
-PLAYER_KINDS = "random[:seed=N], mcts[:playouts=N,seconds=S,...], gnugo[:level=N], run:RUN_ID"
+PLAYER_KINDS = ("random[:seed=N], mcts[:playouts=N,seconds=S,...], gnugo[:level=N], "
+                "run:RUN_ID[:mcts=N]")
 
 
 class Players:
     """Players built from specs; ``close()`` stops GNU Go subprocesses."""
 
-    def __init__(self):
+    def __init__(self, tracking_uri: str | None = None, size: int | None = None):
         self._open = []
+        self.tracking_uri, self.size = tracking_uri, size  # where run:RUN_ID players are
 
     def build(self, spec: str, *, seed: int = 0):
         kind, _, rest = spec.partition(":")
         if kind == "run":
-            raise SpecError(f"player {spec!r}: run:RUN_ID players need the networks of the "
-                            "AlphaGo issue, which are not built yet (valid now: random, mcts, "
-                            "gnugo)")
+            from lab.alphago_runner import build_run_player
+
+            return build_run_player(spec, rest, seed=seed, uri=self.tracking_uri,
+                                    size=self.size, options=_options)
         opts = _options(spec, rest)
         if kind == "random":
             from envs.go.env import RandomPlayer
@@ -101,7 +105,7 @@ def run_gtp(args) -> int:
     from envs.go.gtp import GtpEngine
 
     _check_board(args.size, args.komi)
-    players = Players()
+    players = Players(size=args.size)
     try:
         player = players.build(args.player, seed=args.seed)
         engine = GtpEngine(player, name=f"lab-{args.player.partition(':')[0]}",
@@ -126,7 +130,7 @@ def run_match(args) -> int:
         raise SpecError(f"--games {args.games}: play at least one game")
     if args.seconds_per_move is not None and args.seconds_per_move <= 0:
         raise SpecError(f"--seconds-per-move {args.seconds_per_move}: must be positive")
-    players = Players()
+    players = Players(args.tracking_uri, args.size)
     try:
         a = players.build(args.black, seed=args.seed)
         b = players.build(args.white, seed=args.seed + 1)

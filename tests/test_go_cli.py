@@ -74,7 +74,7 @@ def test_match_logs_results_and_sgfs(store, capsys):
     (["go", "match", "mcts:bogus=1", "random"], ["bogus", "mcts options"]),
     (["go", "match", "alphago", "random"], ["unknown player 'alphago'", "gnugo[:level=N]"]),
     (["go", "match", "random", "gnugo:level=11"], ["level must be an integer 0..10"]),
-    (["go", "match", "random", "run:abc"], ["AlphaGo issue"]),
+    (["go", "match", "random", "run:abc"], ["unknown run id 'abc'"]),
     (["go", "match", "random", "random", "--size", "4"], ["board size must be 5..19"]),
     (["go", "match", "random", "random", "--games", "0"], ["at least one game"]),
     (["go", "replay", "missing.sgf"], ["cannot read missing.sgf"]),

@@ -1,0 +1,95 @@
+"""Go players from AlphaGo's networks: the policy alone, and MCTS guided by the networks.
+
+* ``PolicyPlayer(policy)``: ``Position -> move``, the policy's most likely move (``greedy``) or a
+  move sampled from it (``temperature``).
+* ``NetworkEvaluator(policy, value)``: the leaf evaluator of ``agents.mcts.MCTS.search``: one
+  batched forward pass per batch of leaves gives the priors (the policy's softmax over the legal
+  moves) and the value for the side to move (the value network; 0 without one, which only makes
+  sense with ``lambda_mix=1``: playouts alone).
+* ``SearchPlayer(policy, value, config)``: PUCT search (``MCTSConfig.puct``) with the network
+  priors; leaf values ``(1 - lambda) * v + lambda * z`` with ``z`` a fast playout's result, as in
+  AlphaGo (lambda 0.5 there). Leaves are selected with a virtual loss and evaluated together.
+
+Everything runs on ``device`` (``auto``: cuda, then mps, then cpu).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agents.alphago_nets import PolicyNet, ValueNet, leaf_features, position_features
+from agents.mcts import MCTS, MCTSConfig
+
+__all__ = ["NetworkEvaluator", "PolicyPlayer", "SearchPlayer", "choose_moves"]
+
+
+def choose_moves(logits: torch.Tensor, rng: np.random.Generator | None,
+                 temperature: float = 1.0) -> np.ndarray:
+    """Moves from masked logits ``(B, M)``: argmax without ``rng``, else sampled from
+    softmax(logits / temperature) by the Gumbel-max trick (illegal logits never win)."""
+    z = logits.detach().float().cpu().numpy().astype(np.float64)
+    if rng is None:
+        return z.argmax(axis=1)
+    return (z / temperature + rng.gumbel(size=z.shape)).argmax(axis=1)
+
+
+class PolicyPlayer:
+    """The policy network as a player."""
+
+    def __init__(self, policy: PolicyNet, *, greedy: bool = True, temperature: float = 1.0,
+                 seed: int = 0, device: str | torch.device = "auto"):
+        from lab.trainer import resolve_device
+
+        self.device = resolve_device(str(device))
+        self.policy = policy.to(self.device).eval()
+        self.rng = None if greedy else np.random.default_rng(seed)
+        self.temperature = temperature
+
+    @torch.no_grad()
+    def __call__(self, position) -> int:
+        x = torch.as_tensor(position_features(position)[None], device=self.device)
+        return int(choose_moves(self.policy(x), self.rng, self.temperature)[0])
+
+
+class NetworkEvaluator:
+    """``Leaves -> (priors (k, N*N+1), values (k,))`` for ``MCTS.search``."""
+
+    def __init__(self, policy: PolicyNet, value: ValueNet | None = None,
+                 device: str | torch.device = "auto"):
+        from lab.trainer import resolve_device
+
+        self.device = resolve_device(str(device))
+        self.policy = policy.to(self.device).eval()
+        self.value = value.to(self.device).eval() if value is not None else None
+
+    @torch.no_grad()
+    def __call__(self, leaves) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.as_tensor(leaf_features(leaves), device=self.device)
+        priors = torch.softmax(self.policy(x).float(), dim=1).cpu().numpy()
+        if self.value is None:
+            return priors, np.zeros(len(priors))
+        return priors, self.value(x).float().cpu().numpy()
+
+
+class SearchPlayer:
+    """MCTS with network priors and values; ``seconds_per_move`` as the MCTS player's."""
+
+    def __init__(self, policy: PolicyNet, value: ValueNet | None, config: MCTSConfig, *,
+                 batch_size: int = 8, device: str | torch.device = "auto"):
+        if value is None and config.lambda_mix < 1:
+            raise ValueError("without a value network the leaves need playouts: lambda_mix=1")
+        self.evaluator = NetworkEvaluator(policy, value, device)
+        self.mcts = MCTS(config)
+        self.batch_size = batch_size
+
+    @property
+    def seconds_per_move(self) -> float | None:
+        return self.mcts.seconds_per_move
+
+    @seconds_per_move.setter
+    def seconds_per_move(self, value: float | None) -> None:
+        self.mcts.seconds_per_move = value
+
+    def __call__(self, position) -> int:
+        return self.mcts.search(position, self.evaluator, self.batch_size).move
