@@ -244,13 +244,13 @@ class MCTS:
             ti, tf, meta = tree = fresh
         root = int(meta[K.ROOT])
         if ti[K.FIRST, root] < 0:
-            st, _, sc = state_from_position(position)
+            st, emp, sc = state_from_position(position)
             priors = np.ones(n * n + 1)
             if evaluator is not None:
                 leaves = _leaves(st[None], sc[None], n, offsets(n))
                 priors = np.asarray(evaluator(leaves)[0], dtype=np.float64).reshape(n * n + 1)
-            K._expand(ti, tf, meta, root, st, sc, offsets(n), n, priors, evaluator is not None,
-                      self._params(position))
+            K._expand(ti, tf, meta, root, st, emp, sc, offsets(n), padded_keys(n), n, priors,
+                      evaluator is not None, self._params(position), K._scratch(n))
         first, count = int(ti[K.FIRST, root]), int(ti[K.NCH, root])
         for c in range(first, first + count):  # the full rules decide at the root
             if not position.is_legal(_rules_move(int(ti[K.MOVE, c]), n)):

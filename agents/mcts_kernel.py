@@ -174,7 +174,8 @@ def _select_child(ti, tf, node, params):
 
 
 @njit(cache=True)
-def _expand(ti, tf, meta, node, st, sc, offs, n, priors, use_priors, params):
+def _expand(ti, tf, meta, node, st, empties, sc, offs, keys, n, priors, use_priors, params,
+            scratch):
     """Create the children of ``node`` (the position in ``st``/``sc``): every legal stone play
     that does not fill the mover's own eye, plus the pass when ``allow_pass`` or when there is
     nothing else. Priors from ``priors`` (rules indexing, N*N+1) or uniform. False if full."""
@@ -195,7 +196,7 @@ def _expand(ti, tf, meta, node, st, sc, offs, n, priors, use_priors, params):
     if not use_priors and params[TREE_PRIORS] > 0:  # michi's priors as virtual visits/wins
         w2 = w * w
         pv, pw = np.empty(w2), np.empty(w2)
-        tree_priors(st, sc, offs, n, params[PRIOR_WEIGHTS:], pv, pw)
+        tree_priors(st, empties, sc, offs, keys, n, params[PRIOR_WEIGHTS:], pv, pw, scratch)
         for c in range(start, start + count):
             m = ti[MOVE, c]
             tf[PN, c] = params[PRIOR_WEIGHTS + W_EVEN] if m == PASS else pv[m]
@@ -317,6 +318,14 @@ def _backup(ti, tf, path, depth, z_black, vloss, seq, seq_color, seq_end, first,
 
 
 @njit(cache=True)
+def _scratch(n):
+    """Board states for the ladder reader of envs/go/fastpolicy.py (see ladder_scratch)."""
+    d, w2 = 24, (n + 2) * (n + 2)
+    return (np.empty((d, 8, w2), np.int64), np.empty((d, n * n), np.int64),
+            np.empty((d, 8), np.int64))
+
+
+@njit(cache=True)
 def simulate(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, params, n, sims, seed,
              work_st, work_emp, work_sc, path, path_hash, seq, seq_color, first):
     """``sims`` simulations with random-playout leaves (UCT, RAVE when rave_bias > 0)."""
@@ -324,6 +333,7 @@ def simulate(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, params,
         np.random.seed(seed)
     rave = params[RAVE_BIAS] > 0
     empty_priors = np.zeros(1, dtype=np.float64)
+    scratch = _scratch(n)
     for _ in range(sims):
         copy_into(root_st, root_emp, root_sc, work_st, work_emp, work_sc)
         depth = _descend(ti, tf, meta, work_st, work_emp, work_sc, offs, keys, hist, params,
@@ -334,8 +344,8 @@ def simulate(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, params,
             seq_end = depth
         else:
             if ti[FIRST, leaf] < 0 and tf[N, leaf] >= params[EXPAND_AFTER]:
-                _expand(ti, tf, meta, leaf, work_st, work_sc, offs, n, empty_priors, False,
-                        params)
+                _expand(ti, tf, meta, leaf, work_st, work_emp, work_sc, offs, keys, n,
+                        empty_priors, False, params, scratch)
             z, seq_end = _rollout(work_st, work_emp, work_sc, offs, keys, n, params, seq, depth,
                                   int(params[MAX_PLAYOUT]))
         _backup(ti, tf, path, depth, z, 0.0, seq, seq_color, seq_end, first, rave)
@@ -361,6 +371,7 @@ def finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf
     if seed >= 0:
         np.random.seed(seed)
     lam = params[LAMBDA]
+    scratch = _scratch(n)
     for j in range(k):
         depth = depths[j]
         leaf = paths[j, depth]
@@ -369,7 +380,8 @@ def finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf
             z = 1.0 if area_score(leaf_st[j], n, params[KOMI]) > 0 else -1.0
         else:
             if ti[FIRST, leaf] < 0:
-                _expand(ti, tf, meta, leaf, leaf_st[j], sc, offs, n, priors[j], True, params)
+                _expand(ti, tf, meta, leaf, leaf_st[j], leaf_emp[j], sc, offs, keys, n, priors[j],
+                        True, params, scratch)
             v = values[j] if sc[TO_PLAY] == BLACK else -values[j]
             z = v
             if lam > 0:

@@ -276,3 +276,44 @@ def test_tree_priors_favour_the_capture_and_shun_self_atari():
 def test_escapes_a_group_in_atari():
     pos = _diagram(CAPTURE, to_play=BLACK, komi=7.5)
     assert MCTS(playouts=1500, seed=0)(pos.copy()) == text_to_move("F5", 9)
+
+
+# White's D4 is in atari; D3 runs into a ladder that works on this board, and fails once a
+# white stone stands at C1 in its path.
+LADDER = """
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+    . . . X . . . . .
+    . . X O X . . . .
+    . . . . X . . . .
+    . . . . . . . . .
+    . . . . . . . . .
+"""
+LADDER_BROKEN = LADDER[: LADDER.rindex(". . . . . . . . .")] + ". . O . . . . . .\n"
+
+
+def test_ladder_reading_in_the_priors():
+    from envs.go.fastboard import from_pad, offsets, padded_keys, state_from_position, to_pad
+    from envs.go.fastpolicy import atari_fixes, atari_fixes_read, ladder_scratch
+
+    d3, d4 = text_to_move("D3", 9), to_pad(text_to_move("D4", 9), 9)
+
+    def fixes(diagram, read):
+        pos = _diagram(diagram, to_play=WHITE)
+        st, emp, sc = state_from_position(pos)
+        cand, libs = np.zeros(64, np.int64), np.zeros(4, np.int64)
+        if read:
+            nc = atari_fixes_read(st, emp, sc, offsets(9), padded_keys(9), d4, cand, 0, libs,
+                                  ladder_scratch(9))
+        else:
+            nc = atari_fixes(st, offsets(9), d4, WHITE, cand, 0, libs)
+        return [from_pad(int(m), 9) for m in cand[:nc]]
+
+    assert fixes(LADDER, False) == [d3]  # the playouts' quick test: two liberties, fine
+    assert fixes(LADDER, True) == []  # read out: the ladder catches it
+    assert fixes(LADDER_BROKEN, True) == [d3]  # the breaker saves it
+    caught = _root_priors(_diagram(LADDER, to_play=WHITE))[d3][0]
+    saved = _root_priors(_diagram(LADDER_BROKEN, to_play=WHITE))[d3][0]
+    assert saved == caught + 15  # the escape bonus (one stone) only where it works

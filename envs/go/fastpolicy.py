@@ -17,8 +17,14 @@ The recipe of michi (Petr Baudis's small MCTS engine), on the board of
   graph (CFG: a group counts as one point), the third line in an empty area; maluses for the
   first two lines in an empty area and for self-atari.
 
-Points are padded indices as in ``fastboard``. Nothing here imports torch or the project
-outside ``envs.go``. Ladders are not read (michi reads them; this is the simpler half).
+Ladders are read as michi reads them, in the tree priors only (in the playouts they cost
+twice the time): an own group in atari whose extension leaves two liberties
+only counts as escaping if no atari catches it (``_escapes``, a depth-limited search on
+copies of the board); an opponent's group of two stones or more with two liberties that a
+ladder catches gets that atari as a capture. Points are padded indices as in ``fastboard``.
+Nothing here imports torch or the project outside ``envs.go``. numba's cache does not track
+callers in other files: after changing a signature here, clear agents/__pycache__/*.nb* (a
+stale cached mcts_kernel calling the old signature crashes).
 """
 
 from __future__ import annotations
@@ -41,8 +47,10 @@ from envs.go.fastboard import (
     TO_PLAY,
     B,
     _legal,
+    copy_into,
     in_atari,
     is_own_eye,
+    play,
 )
 from envs.go.scoring import BLACK, EMPTY, WHITE
 
@@ -168,11 +176,179 @@ def is_self_atari(st, offs, p, color, libs):
 
 
 @njit(cache=True)
+def group_libs(st, offs, g, libs, maxn):
+    """Up to ``maxn`` distinct liberties of the group of stone ``g`` into ``libs``; the count."""
+    nl = 0
+    s = g
+    while True:
+        for k in range(4):
+            t = s + offs[k]
+            if st[B, t] == EMPTY:
+                nl = _add(libs[:maxn], nl, t)
+                if nl >= maxn:
+                    return nl
+        s = st[NXT, s]
+        if s == g:
+            return nl
+
+
+def ladder_scratch(n: int, depth: int = 24):
+    """Board states for ladder reading: ``depth`` plies deep (deeper counts as an escape)."""
+    w2 = (n + 2) ** 2
+    return (np.empty((depth, 8, w2), np.int64), np.empty((depth, n * n), np.int64),
+            np.empty((depth, 8), np.int64))
+
+
+@njit(cache=True)
+def _countercapture(st, offs, g, other):
+    """A liberty that captures an opponent group in atari next to group ``g``, or -1."""
+    s = g
+    while True:
+        for k in range(4):
+            r = s + offs[k]
+            if st[B, r] == other:
+                h = st[HEAD, r]
+                if in_atari(st, h):
+                    return st[LSUM, h] // st[PLIB, h]
+        s = st[NXT, s]
+        if s == g:
+            return -1
+
+
+@njit(cache=True)
+def _ladder_node(sst, semp, ssc, lv, offs, keys, c, alts):
+    """Level ``lv`` of the ladder stack: the side to move owns the group of stone ``c``, in
+    atari. 1: it gets away (a counter-capture, or an extension to three liberties, or the stack
+    is full); 0: it dies (no legal extension, or one to a single liberty); 2: the extension
+    (played into level lv + 1) has two liberties, ``alts``, where the attacker can atari."""
+    st, sc = sst[lv], ssc[lv]
+    color = sc[TO_PLAY]
+    g = st[HEAD, c]
+    if _countercapture(st, offs, g, 3 - color) >= 0:
+        return 1
+    lib = st[LSUM, g] // st[PLIB, g]
+    if not _legal(st, offs, lib, sc[KO], 3 - color):
+        return 0
+    if lv + 2 >= sst.shape[0]:
+        return 1  # too long to read: let it run
+    copy_into(st, semp[lv], sc, sst[lv + 1], semp[lv + 1], ssc[lv + 1])
+    play(sst[lv + 1], semp[lv + 1], ssc[lv + 1], offs, keys, lib)
+    st1 = sst[lv + 1]
+    libs = np.empty(3, np.int64)
+    nl = group_libs(st1, offs, st1[HEAD, c], libs, 3)
+    if nl >= 3:
+        return 1
+    if nl <= 1:
+        return 0
+    alts[0], alts[1] = libs[0], libs[1]
+    return 2
+
+
+@njit(cache=True)
+def _escapes(sst, semp, ssc, offs, keys, c):
+    """Level 0 of the ladder stack: the side to move owns the group of stone ``c``, in atari.
+    1 if it gets away, 0 if ataris catch it (a depth-first search, one node per defender move:
+    node k is at level 2k, its extension at 2k + 1; any attacker atari that works decides)."""
+    depth = sst.shape[0] // 2
+    alts = np.empty((depth, 2), np.int64)
+    nxt = np.zeros(depth, np.int64)
+    r = _ladder_node(sst, semp, ssc, 0, offs, keys, c, alts[0])
+    if r != 2:
+        return r
+    k = 0
+    while k >= 0:
+        if nxt[k] >= 2:  # no atari caught node k: the attack above it failed
+            k -= 1
+            continue
+        a = alts[k, nxt[k]]
+        nxt[k] += 1
+        ext = 2 * k + 1
+        color = ssc[ext, TO_PLAY]  # the attacker
+        if not _legal(sst[ext], offs, a, ssc[ext, KO], 3 - color):
+            continue
+        copy_into(sst[ext], semp[ext], ssc[ext], sst[ext + 1], semp[ext + 1], ssc[ext + 1])
+        play(sst[ext + 1], semp[ext + 1], ssc[ext + 1], offs, keys, a)
+        st2 = sst[ext + 1]
+        if st2[B, c] != 3 - color or not in_atari(st2, st2[HEAD, c]):
+            continue
+        r = _ladder_node(sst, semp, ssc, ext + 1, offs, keys, c, alts[k + 1])
+        if r == 0:
+            return 0  # caught, and so every node above it
+        if r == 2:
+            k += 1
+            nxt[k] = 0
+    return 1
+
+
+@njit(cache=True)
+def ladder_attack(st, empties, sc, offs, keys, c, scratch):
+    """The opponent's group of stone ``c`` has two liberties: an atari that catches it in a
+    ladder (the side to move plays it), or -1."""
+    sst, semp, ssc = scratch
+    libs = np.empty(3, np.int64)
+    if group_libs(st, offs, st[HEAD, c], libs, 3) != 2:
+        return -1
+    color = sc[TO_PLAY]
+    for a in (libs[0], libs[1]):
+        if not _legal(st, offs, a, sc[KO], 3 - color):
+            continue
+        copy_into(st, empties, sc, sst[0], semp[0], ssc[0])
+        play(sst[0], semp[0], ssc[0], offs, keys, a)
+        if in_atari(sst[0], sst[0][HEAD, c]) and _escapes(sst, semp, ssc, offs, keys, c) == 0:
+            return a
+    return -1
+
+
+@njit(cache=True)
+def atari_fixes_read(st, empties, sc, offs, keys, c, cand, nc, libs, scratch):
+    """``atari_fixes`` for the side to move, reading ladders: an extension to two liberties
+    must also escape the ladder, and an opponent's group of two stones or more with two
+    liberties gets the atari that ladders it. The new count."""
+    color = sc[TO_PLAY]
+    g = st[HEAD, c]
+    if not in_atari(st, g):
+        if st[B, c] != color and st[GSIZE, g] > 1:
+            a = ladder_attack(st, empties, sc, offs, keys, c, scratch)
+            if a >= 0:
+                nc = _add(cand, nc, a)
+        return nc
+    lib = st[LSUM, g] // st[PLIB, g]
+    if st[B, c] != color:
+        return _add(cand, nc, lib)
+    other = 3 - color
+    s = g
+    start = nc
+    while True:
+        for k in range(4):
+            r = s + offs[k]
+            if st[B, r] == other:
+                h = st[HEAD, r]
+                if in_atari(st, h):
+                    nc = _add(cand, nc, st[LSUM, h] // st[PLIB, h])
+        s = st[NXT, s]
+        if s == g:
+            break
+    nl, _ = libs_after(st, offs, lib, color, libs, 3)
+    if nl >= 3 or (nl == 2 and nc > start):
+        nc = _add(cand, nc, lib)
+    elif nl == 2 and _escapes_ladder(st, empties, sc, offs, keys, c, scratch):
+        nc = _add(cand, nc, lib)  # two liberties after the extension, and no ladder
+    return nc
+
+
+@njit(cache=True)
+def _escapes_ladder(st, empties, sc, offs, keys, c, scratch):
+    sst, semp, ssc = scratch
+    copy_into(st, empties, sc, sst[0], semp[0], ssc[0])
+    return _escapes(sst, semp, ssc, offs, keys, c) == 1
+
+
+@njit(cache=True)
 def atari_fixes(st, offs, c, color, cand, nc, libs):
     """The group of stone ``c``, for ``color`` to move: if it is in atari, append the moves
     that fix it to ``cand`` (opponent's group: the capture; own group: capturing an adjacent
     opponent group in atari, or extending when that gives two or more liberties). The new
-    count."""
+    count. (No ladder reading: the playouts' version; see ``atari_fixes_read``.)"""
     g = st[HEAD, c]
     if not in_atari(st, g):
         return nc
@@ -226,7 +402,8 @@ def playout_move(st, empties, sc, offs, w, last2, p_capture, p_pat3, p_ssa, p_rs
             nc = 0
             for i in range(npts):
                 c = pts[i]
-                if st[B, c] == BLACK or st[B, c] == WHITE:
+                v = st[B, c]
+                if v == BLACK or v == WHITE:
                     nc = atari_fixes(st, offs, c, color, cand, nc, libs)
             for j in range(nc):
                 m = cand[j]
@@ -301,9 +478,10 @@ def cfg_distances(st, offs, p, dist):
 
 
 @njit(cache=True)
-def tree_priors(st, sc, offs, n, weights, pv, pw):
+def tree_priors(st, empties, sc, offs, keys, n, weights, pv, pw, scratch):
     """Fill ``pv`` (virtual visits) and ``pw`` (virtual wins, in [0, 1] units) for each empty
-    point (padded) with michi's priors, for the side to move; see the module docstring."""
+    point (padded) with michi's priors, for the side to move; see the module docstring.
+    ``scratch``: ``ladder_scratch(n)``."""
     w = n + 2
     color = sc[TO_PLAY]
     even = weights[W_EVEN]
@@ -315,7 +493,7 @@ def tree_priors(st, sc, offs, n, weights, pv, pw):
     for q in range(w * w):  # atari fixes anywhere on the board, once per group
         v = st[B, q]
         if (v == BLACK or v == WHITE) and st[HEAD, q] == q:
-            nc = atari_fixes(st, offs, q, color, cand, 0, libs)
+            nc = atari_fixes_read(st, empties, sc, offs, keys, q, cand, 0, libs, scratch)
             bonus = weights[W_CAPTURE_MANY] if st[GSIZE, q] > 1 else weights[W_CAPTURE_ONE]
             for j in range(nc):
                 m = cand[j]
