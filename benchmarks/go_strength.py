@@ -60,16 +60,16 @@ def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def play_game(black, white, size: int, komi: float, clock: dict) -> Position:
+    """One game; ``black``/``white`` are ``(name, player)``; ``clock[name]`` collects
+    [seconds, moves]."""
     pos = Position(size, komi=komi, max_moves=3 * size * size)
     players = {BLACK: black, 3 - BLACK: white}
     while not pos.is_over:
-        player = players[pos.to_play]
+        name, player = players[pos.to_play]
         t = time.perf_counter()
         move = player(pos.copy())
-        dt = time.perf_counter() - t
-        clock.setdefault(id(player), [0.0, 0])
-        clock[id(player)][0] += dt
-        clock[id(player)][1] += 1
+        clock[name][0] += time.perf_counter() - t
+        clock[name][1] += 1
         pos.play(move)  # raises IllegalMove on an illegal move
     return pos
 
@@ -120,34 +120,29 @@ def main(argv=None) -> None:
     if args.speed_only:
         return
     opp_name = "random" if args.opponent == "random" else f"gnugo level {args.level}"
-    wins, clock, t0 = 0, {}, time.perf_counter()
+    wins, clock, t0 = 0, {"mcts": [0.0, 0], "opp": [0.0, 0]}, time.perf_counter()
     for g in range(args.games):
         seed = args.seed + g
         me = MCTS(config.model_copy(update={"seed": seed}))
         opp = make_opponent(args.opponent, args.level, seed)
         me_black = g % 2 == 0
+        players = [("mcts", me), ("opp", opp)]
         try:
-            pos = play_game(me, opp, args.size, args.komi, clock) if me_black else \
-                play_game(opp, me, args.size, args.komi, clock)
+            pos = play_game(*(players if me_black else players[::-1]), args.size, args.komi,
+                            clock)
         finally:
             if hasattr(opp, "close"):
                 opp.close()
         score = pos.score()
         won = (score > 0) == me_black
         wins += won
-        clock.setdefault("mcts", [0.0, 0])
-        for key, who in ((id(me), "mcts"), (id(opp), "opp")):
-            t, k = clock.pop(key, [0.0, 0])
-            clock.setdefault(who, [0.0, 0])
-            clock[who][0] += t
-            clock[who][1] += k
         last = " ".join(move_to_text(m, args.size) for m in pos.moves[-4:])
         print(f"game {g + 1}: mcts {'black' if me_black else 'white'} "
               f"{'won' if won else 'lost'}, B{score:+.1f}, {len(pos.moves)} moves "
               f"(... {last}), {wins}/{g + 1} so far, {time.perf_counter() - t0:.0f} s",
               flush=True)
     lo, hi = wilson(wins, args.games)
-    mc, op = clock.get("mcts", [0, 1]), clock.get("opp", [0, 1])
+    mc, op = clock["mcts"], clock["opp"]
     print(f"MCTS vs {opp_name}: {wins}/{args.games} wins, win rate "
           f"{wins / args.games:.2f} (95% Wilson {lo:.2f}-{hi:.2f}); seconds/move: mcts "
           f"{mc[0] / max(mc[1], 1):.3f}, {opp_name} {op[0] / max(op[1], 1):.3f}")
