@@ -137,6 +137,8 @@ def main(argv=None) -> None:
         won = (score > 0) == me_black
         wins += won
         last = " ".join(move_to_text(m, args.size) for m in pos.moves[-4:])
+        if getattr(opp, "illegal_answers", 0):  # GNU Go moves our superko forbade: passes
+            last += f"; {opp.illegal_answers} illegal GNU Go answers taken as passes"
         print(f"game {g + 1}: mcts {'black' if me_black else 'white'} "
               f"{'won' if won else 'lost'}, B{score:+.1f}, {len(pos.moves)} moves "
               f"(... {last}), {wins}/{g + 1} so far, {time.perf_counter() - t0:.0f} s",
