@@ -3,10 +3,15 @@
 One search, two ways to value a leaf (the tree, the selection rule and the backup are shared;
 see agents/mcts_kernel.py for the formula):
 
-* ``MCTS(config)(position)``: UCT with random playouts that keep their own eyes, RAVE/AMAF
-  (``rave_bias > 0``), all in compiled code; the budget is ``playouts`` and/or ``seconds`` per
-  move; with a ``playouts`` budget the move depends only on the position, the seed and the tree
-  kept from earlier moves (``reuse_tree``).
+* ``MCTS(config)(position)``: michi's recipe, all in compiled code: playouts with a light
+  heuristic policy (atari fixes and 3x3 patterns near the last moves, self-atari mostly
+  rejected, own eyes kept: envs/go/fastpolicy.py; ``playout="random"`` for uniform ones),
+  RAVE/AMAF (``rave_bias > 0``), and new children started with virtual visits and wins from
+  move heuristics (``tree_priors``: captures and escapes with ladders read, patterns,
+  closeness to the last move, lines in empty areas, self-atari). The defaults are the strong
+  settings (benchmarks/go_strength.py). The budget is ``playouts`` and/or ``seconds`` per
+  move; with a ``playouts`` budget the move depends only on the position, the seed and the
+  tree kept from earlier moves (``reuse_tree``).
 * ``MCTS(config).search(position, evaluator=f, batch_size=k)``: PUCT for the AlphaGo issue.
   ``k`` leaves are selected with a virtual loss and handed to ``f(leaves)`` in one batch;
   ``leaves`` is a :class:`Leaves` (boards, side to move, last move, ko point, legal masks);
