@@ -118,23 +118,26 @@ def train_classifier(data, *, epochs: int = 25, batch_size: int = 64, lr: float 
     mode) and its accuracy on ``data.test``."""
     if shift is None:
         shift = max(1, round(data.image_shape[1] / 14))
-    torch.manual_seed(seed)  # the weights' init
     generator = torch.Generator().manual_seed(seed)
-    model = DigitClassifier(data.image_shape, data.num_classes).to(device)
-    opt = build_optimizer(model.parameters(), OptimizerSpec(), lr)
-    steps = epochs * math.ceil(len(data.train) / batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(data.train), generator=generator)
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            x = random_shift(data.train[idx], shift, generator).to(device)
-            loss = F.cross_entropy(model(x), data.train_labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
+    # the global RNG (init, dropout) is seeded inside and restored after; grad is on even
+    # when evaluate_model calls this under no_grad
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        model = DigitClassifier(data.image_shape, data.num_classes).to(device)
+        opt = build_optimizer(model.parameters(), OptimizerSpec(), lr)
+        steps = epochs * math.ceil(len(data.train) / batch_size)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        for _ in range(epochs):
+            model.train()
+            order = torch.randperm(len(data.train), generator=generator)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                x = random_shift(data.train[idx], shift, generator).to(device)
+                loss = F.cross_entropy(model(x), data.train_labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                schedule.step()
     return model.eval(), accuracy(model, data.test, data.test_labels)
 
 
