@@ -66,6 +66,7 @@ class RLConfig(_Strict):
     iterations: int = Field(50, ge=1)
     games_per_iteration: int = Field(32, ge=2)  # against one opponent from the pool
     lr: float = Field(1e-3, gt=0)  # SGD, as AlphaGo
+    grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm per update
     pool_every: int = Field(5, ge=1)  # iterations between snapshots added to the pool
     baseline: Literal["none", "mean"] = "mean"
     eval_every: int = Field(10, ge=1)
@@ -303,6 +304,8 @@ def train_rl(spec: AlphaGoSpec, sl_net: PolicyNet, *, logger=None, device: str =
         loss = reinforce_loss(logp, z, cfg.games_per_iteration, b)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(learner.parameters(), cfg.grad_clip)
         optimizer.step()
         if it % cfg.pool_every == 0:
             pool.append({k: v.detach().clone() for k, v in learner.state_dict().items()})

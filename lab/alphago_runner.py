@@ -11,7 +11,9 @@ for sl), the preset as params and ``spec.yaml``, its metrics, and ``networks/net
 sizes, configs and weights a player needs (the value stage's file holds the RL policy too).
 Players: ``run:RUN_ID`` plays the policy (greedy; ``greedy=false`` samples);
 ``run:RUN_ID:mcts=800`` searches with the networks (``lambda``, ``c_puct``, ``batch``,
-``seconds``, ``device`` too). A run without a value network searches with playouts alone.
+``seconds``, ``device``, ``threads`` too: torch threads, 1 by default, since one position or
+a batch of 8 leaves gains nothing from more and loses much when cores are shared). A run
+without a value network searches with playouts alone.
 
 The top layer: agents are imported inside functions only.
 """
@@ -32,7 +34,8 @@ KIND_TAG, KIND = "kind", "alphago"
 CHECKPOINT_TAG = "lab.checkpoint_dir"
 NETWORKS = "networks.pt"
 PARENT_STAGE = {"rl": "sl", "value": "rl"}
-RUN_OPTIONS = {"mcts", "seconds", "lambda", "c_puct", "batch", "greedy", "device", "seed"}
+RUN_OPTIONS = {"mcts", "seconds", "lambda", "c_puct", "batch", "greedy", "device", "seed",
+               "threads"}
 
 
 def is_alphago(raw: dict) -> bool:
@@ -267,6 +270,14 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
         raise SpecError(f"player {spec_text!r}: its networks play {info['size']}x{info['size']},"
                         f" not {size}x{size}")
     device = str(opts.get("device", "auto"))
+    threads = opts.get("threads", 1)
+    if not isinstance(threads, int) or threads < 0:
+        raise SpecError(f"player {spec_text!r}: threads must be an integer >= 0 (0: torch's "
+                        "default)")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     if "mcts" not in opts and "seconds" not in opts:
         from agents.alphago_play import PolicyPlayer
 

@@ -52,6 +52,8 @@ def run_list(args) -> int:
         raw = read_preset(name)
         if "model" in raw:  # a generative preset
             what, where = raw["model"].get("type", "?"), raw.get("data", {}).get("name", "mnist5k")
+        elif "sl" in raw and "size" in raw:  # an AlphaGo pipeline (lab/alphago_runner.py)
+            what, where = "alphago", f"Go {raw['size']}x{raw['size']}"
         else:
             what, where = raw.get("agent", {}).get("algo", "?"), raw.get("env", {}).get("id", "?")
         table.add_row(name, str(what), str(where), str(raw.get("description", "")))
