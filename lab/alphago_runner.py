@@ -46,6 +46,23 @@ def is_alphago_preset(args) -> bool:
     return bool(args.preset) and not args.resume and is_alphago(read_preset(args.preset))
 
 
+def refuse_resume(args) -> None:
+    """``--resume`` of an AlphaGo stage run: SpecError saying how to run the stage again."""
+    uri = tracking_uri(args.tracking_uri)
+    if not args.resume or (uri.startswith("sqlite:///")
+                           and not Path(uri.removeprefix("sqlite:///")).is_file()):
+        return
+    from mlflow import MlflowClient
+
+    run = find_run(MlflowClient(tracking_uri=uri), args.resume)
+    if run is not None and run.data.tags.get(KIND_TAG) == KIND:
+        stage, parent = run.data.tags.get("stage"), run.data.tags.get("parent_run")
+        again = f"stages=[{stage}]" + (f" parent={parent}" if parent else "")
+        raise SpecError(f"run {run.info.run_id} is an AlphaGo {stage} stage, which does not "
+                        f"resume: run the stage again (lab train {run.data.tags.get('preset')} "
+                        f"{again})")
+
+
 def load_alphago_spec(preset: str, overrides: list[str] | None = None):
     from pydantic import ValidationError
 

@@ -75,6 +75,7 @@ def run_train(args) -> int:
     _check_device(args.device)
     if alphago_runner.is_alphago_preset(args):
         return alphago_runner.run_train(args)
+    alphago_runner.refuse_resume(args)
     if gen_runner.is_generative_preset(args):
         return gen_runner.run_train(args)
     if args.resume and (gen_run := gen_runner.generative_run(args)) is not None:

@@ -255,6 +255,9 @@ def test_tiny_pipeline_on_5x5_under_a_minute(store, capsys):
     assert f"run:{ids['value']}: " in capsys.readouterr().out
     assert main(["go", "match", f"run:{ids['value'][:8]}:mcts=16", f"run:{ids['sl']}",
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 0
+    assert main(["train", "--resume", ids["rl"], "--tracking-uri", store]) == 2
+    err = capsys.readouterr().err
+    assert "does not resume" in err and f"stages=[rl] parent={ids['sl']}" in err
     assert time.monotonic() - start < 60
 
 
