@@ -277,8 +277,8 @@ def train_rl(spec: AlphaGoSpec, sl_net: PolicyNet, *, logger=None, device: str =
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    def copy_of(state):
-        net = PolicyNet(spec.size, spec.network).to(dev).eval()
+    def copy_of(state):  # the SL network's own size, whatever the preset says now
+        net = PolicyNet(spec.size, sl_net.cfg).to(dev).eval()
         net.load_state_dict(state)
         return net
 
@@ -341,7 +341,7 @@ def value_positions(spec: AlphaGoSpec, rl_net: PolicyNet, *, device: str = "auto
 
     cfg = spec.value
     dev = resolve_device(device)
-    net = PolicyNet(spec.size, spec.network).to(dev).eval()
+    net = PolicyNet(spec.size, rl_net.cfg).to(dev).eval()
     net.load_state_dict(rl_net.state_dict())
     rng = np.random.default_rng(cfg.seed)
     xs, zs, ids, plies = [], [], [], []

@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from envs.go.features import PLANES, features, plane_indices
+from envs.go.features import PLANES, features
 from envs.go.symmetry import transform_move
 from lab.backbone import CategoricalHead, ResidualSpec, ValueHead, build_body
 
@@ -182,7 +182,6 @@ def load_networks(path: str | Path, device: str | torch.device = "cpu"
     data = load(path)
     if data.get("format") != FORMAT or list(data.get("planes", [])) != list(NET_PLANES):
         raise ValueError(f"{path}: not a networks file of this version")
-    plane_indices(data["planes"])
     size = int(data["size"])
     policy = PolicyNet(size, NetConfig(**data["policy"]["config"]))
     policy.load_state_dict(data["policy"]["state"])

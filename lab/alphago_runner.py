@@ -100,8 +100,12 @@ def run_train(args) -> int:
     uri = tracking_uri(args.tracking_uri)
     parent = None
     if spec.parent:  # checked before anything is written
-        parent = _stage_run(_client_for_existing(uri), spec.parent,
-                            PARENT_STAGE[spec.stages[0]])
+        client = _client_for_existing(uri)
+        parent = _stage_run(client, spec.parent, PARENT_STAGE[spec.stages[0]])
+        size = _networks(client, parent.info.run_id)[0]["size"]
+        if size != spec.size:
+            raise SpecError(f"parent run {parent.info.run_id} plays {size}x{size}; this "
+                            f"preset is {spec.size}x{spec.size}")
     if spec.stages[0] == "sl" and spec.expert.dir is None:
         from envs.go.gnugo import GnuGoNotFound, find_gnugo
 
@@ -109,8 +113,13 @@ def run_train(args) -> int:
             find_gnugo()
         except GnuGoNotFound as e:
             raise CommandError(f"{e} (or give expert.dir=FOLDER of SGF games)") from None
-    elif spec.stages[0] == "sl" and not Path(spec.expert.dir).is_dir():
-        raise SpecError(f"expert.dir {spec.expert.dir!r}: not a folder of SGF files")
+    elif spec.stages[0] == "sl":
+        folder = Path(spec.expert.dir)
+        if not folder.is_dir():
+            raise SpecError(f"expert.dir {spec.expert.dir!r}: not a folder of SGF files")
+        if len(list(folder.glob("*.sgf"))) < 2:
+            raise SpecError(f"expert.dir {spec.expert.dir!r}: needs at least 2 SGF games "
+                            "(some to train on, some held out)")
     if spec.torch_threads:
         import torch
 
@@ -166,9 +175,16 @@ def _sl(spec, parent_id, tracker, ckpt_dir, show_progress) -> dict:
     from envs.go.expert import load_games, training_pairs
 
     folder = Path(spec.expert.dir) if spec.expert.dir else _expert_folder(spec)
-    games = load_games(folder)
-    if len(games) < 2:
-        raise SpecError(f"{folder}: needs at least 2 games, has {len(games)}")
+    from envs.go.sgf import SgfError
+    from lab.commands import CommandError
+
+    try:
+        games = load_games(folder)
+    except SgfError as e:
+        raise CommandError(f"{e}; run marked FAILED") from None
+    if any(pos.size != spec.size for pos, _ in games):
+        raise CommandError(f"{folder}: holds games of another size than {spec.size}x{spec.size}"
+                           "; run marked FAILED")
     n_test = max(1, int(round(len(games) * spec.expert.test_fraction)))
     kw = dict(symmetries=False, planes=NET_PLANES)
     train, test = training_pairs(games[:-n_test], **kw), training_pairs(games[-n_test:], **kw)
