@@ -106,6 +106,10 @@ def run_train(args) -> int:
         if size != spec.size:
             raise SpecError(f"parent run {parent.info.run_id} plays {size}x{size}; this "
                             f"preset is {spec.size}x{spec.size}")
+    most = spec.size * spec.size // 2
+    if spec.stages[0] == "sl" and spec.expert.dir is None and spec.expert.random_opening > most:
+        raise SpecError(f"expert.random_opening {spec.expert.random_opening}: must be 0..{most} "
+                        f"on {spec.size}x{spec.size}")
     if spec.stages[0] == "sl" and spec.expert.dir is None:
         from envs.go.gnugo import GnuGoNotFound, find_gnugo
 

@@ -269,6 +269,7 @@ def test_tiny_pipeline_on_5x5_under_a_minute(store, capsys):
     (["train", "go5-alphago-tiny", "stages=[rl]", "parent=abcdef99"],
      ["unknown run id 'abcdef99'"]),
     (["train", "go5-alphago-tiny", "expert.dir=nowhere"], ["not a folder of SGF files"]),
+    (["train", "go5-alphago-tiny", "expert.random_opening=13"], ["must be 0..12 on 5x5"]),
     (["go", "match", "run:abc", "random"], ["unknown run id 'abc'"]),
     (["go", "match", "run:", "random"], ["give a run id"]),
 ])
