@@ -129,7 +129,7 @@ class VAE(nn.Module):
         self.decoder = conv_decoder(cfg.latent_dim, self.image_shape, cfg.channels[::-1],
                                     batch_norm=False)
         init_weights(self.decoder, "kaiming")
-        init_weights(self.encoder.out, "xavier")  # mu, logvar start small
+        init_weights(self.encoder.out, "xavier", 0.1)  # q(z|x) starts near the prior: KL ~ 0
 
     @property
     def dims(self) -> int:

@@ -15,6 +15,7 @@ from generative.vae import (
     gaussian_log_prob,
     iwae_bound,
 )
+from lab.backbone import init_weights
 
 TINY = dict(latent_dim=1, channels=[4, 4], hidden=8)
 
@@ -60,11 +61,13 @@ def exact_nll(model: VAE, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_iwae_approaches_the_exact_nll_from_above_and_tightens_with_k():
-    """A 1-d latent makes log p(x) computable by quadrature. Averaged over 900 estimates
-    (3 images x 300 repeats; standard errors ~0.03, 0.017, 0.01, 0.005 nats) the gap of
-    -IWAE_k to the exact NLL is ~0.5 (k=1), 0.15, 0.03, 0.01 (k=1000); the ELBO's is ~0.46."""
+    """A 1-d latent makes log p(x) computable by quadrature. With a deliberately poor q(z|x),
+    averaged over 900 estimates (3 images x 300 repeats), the gap of -IWAE_k to the exact NLL
+    measured 2.7 (k=1, standard error 0.19), 0.067 (k=10, 0.012), 0.0004 (k=100, 0.003),
+    0.0003 (k=1000, 0.001); the analytic-KL ELBO's gap is 2.5."""
     torch.manual_seed(0)
     model = VAE(VAEConfig(**TINY), (1, 4, 4)).eval()
+    init_weights(model.encoder.out, "xavier", 3.0)  # q(z|x) far from the posterior
     x = torch.bernoulli(torch.full((3, 1, 4, 4), 0.5))
     true = exact_nll(model, x).mean()
     repeats = x.repeat(300, 1, 1, 1)
@@ -72,10 +75,11 @@ def test_iwae_approaches_the_exact_nll_from_above_and_tightens_with_k():
     with torch.no_grad():
         elbo_gap = float(-model.elbo(repeats, g).mean() - true)
     gap = {k: float(model.iwae_nll(repeats, k, g).mean() - true) for k in (1, 10, 100, 1000)}
-    assert elbo_gap > 0.2
-    assert gap[1] > gap[10] + 0.1 > gap[100] + 0.1
-    assert gap[100] > gap[1000] - 0.02
-    assert -0.02 < gap[1000] < 0.04
+    assert elbo_gap > 1.5
+    assert gap[1] > gap[10] + 1.0
+    assert gap[10] > gap[100]
+    assert abs(gap[100]) < 0.015
+    assert abs(gap[1000]) < 0.005
 
 
 def test_iwae_chunks_and_shapes():
@@ -113,8 +117,8 @@ def test_loss_falls_on_digits(trained):
 
 
 def test_iwae_nll_is_below_the_elbo_nll_and_falls_with_k_on_digits(trained):
-    """300 test digits x 4 repeats, fixed seed. Measured means: -ELBO 25.25, -IWAE_k 25.2
-    (k=1), 24.60 (k=10), 24.55 (k=100); the standard error of the last gap is ~0.013."""
+    """300 test digits x 4 repeats, fixed seed. Measured means: -ELBO 25.05, -IWAE_k 25.1
+    (k=1), 24.45 (k=10), 24.38 (k=100); the standard error of the last gap is ~0.014."""
     data, model, _, _ = trained
     x = data.test_binary.repeat(4, 1, 1, 1)
     g = torch.Generator().manual_seed(0)
@@ -146,7 +150,7 @@ def test_samples_reconstructions_interpolations(trained):
     assert torch.allclose(path[0], recon[0], atol=1e-6)
     assert torch.allclose(path[-1], recon[1], atol=1e-6)
     # reconstructions of the binarized digits look like their grey originals (squared error
-    # 0.046 measured), not like other digits (0.104)
+    # 0.043 measured), not like other digits (0.107)
     recon = model.reconstruct(data.test_binary)
     same = (recon - data.test).pow(2).mean()
     other = (recon - data.test.roll(1, 0)).pow(2).mean()
