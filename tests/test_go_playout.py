@@ -106,3 +106,19 @@ def test_board_input_and_determinism():
 def test_batch_counts_plies():
     total = playout_batch(9, 5, seed=0)
     assert total == sum(random_playout(Position(9), s)[1] for s in range(5))
+
+
+def test_numba_cache_folder_follows_the_kernel_sources(tmp_path, monkeypatch):
+    """A change to any compiled Go source moves the numba cache to a new folder, so a kernel
+    compiled against the old source (callees inlined) is never loaded again."""
+    import numba
+
+    from envs.go import _jitcache
+
+    assert numba.config.CACHE_DIR.endswith(f"lab-go-{_jitcache.source_hash()}")
+    for name in _jitcache.SOURCES:
+        (tmp_path / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(_jitcache, "_HERE", tmp_path)
+    before = _jitcache.source_hash()
+    (tmp_path / "fastboard.py").write_text("# changed\n")
+    assert _jitcache.source_hash() != before

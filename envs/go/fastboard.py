@@ -28,6 +28,7 @@ from functools import cache
 import numpy as np
 from numba import njit
 
+from envs.go import _jitcache  # noqa: F401  (before any kernel: a cache folder per version)
 from envs.go.scoring import BLACK, EMPTY, WHITE
 from envs.go.zobrist import zobrist_keys
 
