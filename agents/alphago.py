@@ -119,16 +119,20 @@ def unpack(batch: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, batch[:, -1].long()
 
 
-class SLPolicyModel(nn.Module):
-    """The trainer's model contract around a ``PolicyNet``."""
+class _NetModel(nn.Module):
+    """The trainer's model contract around one network trained with Adam."""
 
-    def __init__(self, net: PolicyNet, lr: float, weight_decay: float):
+    def __init__(self, net: nn.Module, lr: float, weight_decay: float):
         super().__init__()
         self.net, self.lr, self.weight_decay = net, lr, weight_decay
 
     def configure_optimizers(self):
         return {"main": torch.optim.Adam(self.net.parameters(), lr=self.lr,
                                          weight_decay=self.weight_decay)}
+
+
+class SLPolicyModel(_NetModel):
+    """Cross-entropy of a ``PolicyNet`` against the expert move."""
 
     def training_step(self, batch, ctx) -> dict[str, float]:
         x, y = unpack(batch, self.net.size)
@@ -147,16 +151,8 @@ class SLPolicyModel(nn.Module):
                 "nll": F.cross_entropy(logits, y, reduction="none")}
 
 
-class ValueModel(nn.Module):
-    """The trainer's model contract around a ``ValueNet``: MSE to the outcome."""
-
-    def __init__(self, net: ValueNet, lr: float, weight_decay: float):
-        super().__init__()
-        self.net, self.lr, self.weight_decay = net, lr, weight_decay
-
-    def configure_optimizers(self):
-        return {"main": torch.optim.Adam(self.net.parameters(), lr=self.lr,
-                                         weight_decay=self.weight_decay)}
+class ValueModel(_NetModel):
+    """MSE of a ``ValueNet`` against the outcome."""
 
     def training_step(self, batch, ctx) -> dict[str, float]:
         x, z = unpack(batch, self.net.size)

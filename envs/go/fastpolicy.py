@@ -315,19 +315,8 @@ def atari_fixes_read(st, empties, sc, offs, keys, c, cand, nc, libs, scratch):
     lib = st[LSUM, g] // st[PLIB, g]
     if st[B, c] != color:
         return _add(cand, nc, lib)
-    other = 3 - color
-    s = g
     start = nc
-    while True:
-        for k in range(4):
-            r = s + offs[k]
-            if st[B, r] == other:
-                h = st[HEAD, r]
-                if in_atari(st, h):
-                    nc = _add(cand, nc, st[LSUM, h] // st[PLIB, h])
-        s = st[NXT, s]
-        if s == g:
-            break
+    nc = _capture_attackers(st, offs, g, 3 - color, cand, nc)
     nl, _ = libs_after(st, offs, lib, color, libs, 3)
     if nl >= 3 or (nl == 2 and nc > start):
         nc = _add(cand, nc, lib)
@@ -344,18 +333,8 @@ def _escapes_ladder(st, empties, sc, offs, keys, c, scratch):
 
 
 @njit(cache=True)
-def atari_fixes(st, offs, c, color, cand, nc, libs):
-    """The group of stone ``c``, for ``color`` to move: if it is in atari, append the moves
-    that fix it to ``cand`` (opponent's group: the capture; own group: capturing an adjacent
-    opponent group in atari, or extending when that gives two or more liberties). The new
-    count. (No ladder reading: the playouts' version; see ``atari_fixes_read``.)"""
-    g = st[HEAD, c]
-    if not in_atari(st, g):
-        return nc
-    lib = st[LSUM, g] // st[PLIB, g]
-    if st[B, c] != color:
-        return _add(cand, nc, lib)
-    other = 3 - color
+def _capture_attackers(st, offs, g, other, cand, nc):
+    """Append the capture of every ``other`` group in atari next to group ``g``."""
     s = g
     while True:
         for k in range(4):
@@ -367,6 +346,22 @@ def atari_fixes(st, offs, c, color, cand, nc, libs):
         s = st[NXT, s]
         if s == g:
             break
+    return nc
+
+
+@njit(cache=True)
+def atari_fixes(st, offs, c, color, cand, nc, libs):
+    """The group of stone ``c``, for ``color`` to move: if it is in atari, append the moves
+    that fix it to ``cand`` (opponent's group: the capture; own group: capturing an adjacent
+    opponent group in atari, or extending when that gives two or more liberties). The new
+    count. (No ladder reading: the playouts' version; see ``atari_fixes_read``.)"""
+    g = st[HEAD, c]
+    if not in_atari(st, g):
+        return nc
+    lib = st[LSUM, g] // st[PLIB, g]
+    if st[B, c] != color:
+        return _add(cand, nc, lib)
+    nc = _capture_attackers(st, offs, g, 3 - color, cand, nc)
     nl, _ = libs_after(st, offs, lib, color, libs, 2)
     if nl >= 2:
         nc = _add(cand, nc, lib)
