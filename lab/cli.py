@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 def _go_parser(sub, store) -> None:
     from lab.go_commands import PLAYER_KINDS
 
-    g = sub.add_parser("go", help="the Go engine: gtp, match, play, replay, expert-games",
+    g = sub.add_parser("go", help="the Go engine: gtp, match, ladder, play, replay, expert-games",
                        description=f"Players: {PLAYER_KINDS}")
     gsub = g.add_subparsers(dest="go_command", required=True, metavar="GO_COMMAND")
 
@@ -108,6 +108,30 @@ def _go_parser(sub, store) -> None:
     board(m)
     store(m)
     m.set_defaults(experiment="go-match")
+
+    lad = gsub.add_parser(
+        "ladder", help="round robin of several players -> Elo ratings with 95% intervals",
+        description="A round robin: every pair of PLAYERs plays --games-per-pair games, "
+                    "colours alternating.\nMaximum-likelihood Elo ratings (one virtual draw per "
+                    "pair as a prior), the anchor at 0,\nwith 95% intervals: printed, and "
+                    "logged to mlflow (experiment go-ladder) with the SGFs.\n"
+                    f"Players: {PLAYER_KINDS}",
+        epilog="Example:\n  lab go ladder random mcts:playouts=200 mcts:playouts=1000 "
+               "gnugo:level=1 --games-per-pair 10",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    lad.add_argument("players", nargs="*", metavar="PLAYER",
+                     help="two or more distinct player specs, e.g. random mcts:playouts=200")
+    lad.add_argument("--games-per-pair", type=int, default=10, metavar="N",
+                     help="games each pair plays, colours alternating (default 10)")
+    lad.add_argument("--seconds-per-move", type=float, default=None, metavar="S")
+    lad.add_argument("--anchor", default=None, metavar="PLAYER",
+                     help="the player rated 0 (default: the first random player, else the "
+                          "first player)")
+    lad.add_argument("--sgf-dir", default=None, metavar="DIR",
+                     help="also write the games' SGFs here (they are run artifacts anyway)")
+    board(lad)
+    store(lad)
+    lad.set_defaults(experiment="go-ladder")
 
     pl = gsub.add_parser("play", help="play against a player in a pygame window")
     pl.add_argument("--opponent", default="mcts:playouts=5000", help="player spec")

@@ -1,4 +1,4 @@
-"""``lab go gtp | match | play | replay``: the Go engine from the command line.
+"""``lab go gtp | match | ladder | play | replay``: the Go engine from the command line.
 
 Players are given as specs, built here (so envs/go never imports agents/):
 
@@ -192,6 +192,189 @@ def run_match(args) -> int:
 
 def _finite(x: float, cap: float = 2000.0) -> float:
     return max(-cap, min(cap, x))
+
+
+# ---- ladder -----------------------------------------------------------------------------
+
+LADDER_PRIOR_DRAWS = 1.0  # virtual draws between every pair (envs.go.arena.elo_ratings)
+
+
+def run_ladder(args) -> int:
+    """A round robin: every pair of players plays ``--games-per-pair`` games, colours
+    alternating; maximum-likelihood Elo ratings (``envs.go.arena.elo_ratings``, the anchor at
+    0) with 95% intervals, printed and logged to one mlflow run with the SGFs."""
+    from envs.go.arena import elo_ratings, play_game
+    from envs.go.sgf import write_sgf
+    from lab.tracking import Tracker
+
+    specs = list(args.players)
+    if len(specs) < 2:
+        raise SpecError(f"a ladder needs at least two players, got {len(specs)} "
+                        f"(players: {PLAYER_KINDS})")
+    dupes = sorted({s for s in specs if specs.count(s) > 1})
+    if dupes:
+        raise SpecError(f"player {dupes[0]!r} is given twice (give a different seed or option, "
+                        f"e.g. random:seed=1 random:seed=2)")
+    _check_board(args.size, args.komi)
+    if args.games_per_pair < 1:
+        raise SpecError(f"--games-per-pair {args.games_per_pair}: play at least one game")
+    if args.seconds_per_move is not None and args.seconds_per_move <= 0:
+        raise SpecError(f"--seconds-per-move {args.seconds_per_move}: must be positive")
+    anchor = args.anchor if args.anchor is not None else _default_anchor(specs)
+    if anchor not in specs:
+        raise SpecError(f"--anchor {anchor!r}: not one of the players "
+                        f"(valid: {', '.join(specs)})")
+    sgf_dir = Path(args.sgf_dir) if args.sgf_dir else None
+    if sgf_dir is not None and sgf_dir.exists() and not sgf_dir.is_dir():
+        raise SpecError(f"--sgf-dir {args.sgf_dir}: is a file, not a folder")
+    slugs = _slugs(specs)
+    pairs = [(i, j) for i in range(len(specs)) for j in range(i + 1, len(specs))]
+    n_games = len(pairs) * args.games_per_pair
+
+    players = Players(args.tracking_uri, args.size)
+    try:
+        built = [players.build(spec, seed=args.seed + k) for k, spec in enumerate(specs)]
+        for p in built:
+            if args.seconds_per_move is not None and hasattr(p, "seconds_per_move"):
+                p.seconds_per_move = args.seconds_per_move
+        tracker = Tracker(args.tracking_uri, args.experiment)
+        tracker.start({"players": ", ".join(specs), "games_per_pair": args.games_per_pair,
+                       "size": args.size, "komi": args.komi,
+                       "seconds_per_move": args.seconds_per_move, "anchor": anchor,
+                       "seed": args.seed, "prior_draws": LADDER_PRIOR_DRAWS},
+                      {"lab.kind": "go-ladder", "players": ", ".join(specs)},
+                      run_name=f"ladder of {len(specs)}: " + ", ".join(specs))
+        results: list[tuple[str, str, float]] = []
+        status = "FAILED"
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                games_dir = sgf_dir or Path(tmp) / "sgf"
+                games_dir.mkdir(parents=True, exist_ok=True)
+                k = 0
+                for i, j in pairs:
+                    for g in range(args.games_per_pair):
+                        b, w = (i, j) if g % 2 == 0 else (j, i)
+                        rec = play_game(built[b], built[w], size=args.size, komi=args.komi)
+                        black_score = 0.5 if rec.score == 0 else float(rec.winner == 1)
+                        results.append((specs[b], specs[w], black_score))
+                        sgf_path = games_dir / f"game-{k:03d}.sgf"
+                        sgf_path.write_bytes(write_sgf(rec.position, black=specs[b],
+                                                       white=specs[w], result=rec.result,
+                                                       comment=rec.forfeit))
+                        tracker.log_artifact(sgf_path, "sgf")
+                        k += 1
+                        print(f"game {k}/{n_games}: {specs[b]} (B) vs {specs[w]} (W): "
+                              + rec.result + (f"  [{rec.forfeit}]" if rec.forfeit else ""),
+                              flush=True)
+                ratings = elo_ratings(results, anchor, prior_draws=LADDER_PRIOR_DRAWS)
+                order = sorted(specs, key=lambda s: -round(ratings[s].elo, 6))  # ties: given order
+                metrics = {"games": float(n_games)}
+                for spec in specs:
+                    r = ratings[spec]
+                    metrics.update({f"elo/{slugs[spec]}": r.elo,
+                                    f"elo_low95/{slugs[spec]}": r.low,
+                                    f"elo_high95/{slugs[spec]}": r.high,
+                                    f"score/{slugs[spec]}": r.score})
+                tracker.logger.log(metrics, step=n_games)
+                out = Path(tmp)
+                rows = _ladder_rows(order, ratings)
+                (out / "ladder.csv").write_text(_csv(
+                    ["player", "slug", "elo", "elo_low95", "elo_high95", "games", "wins",
+                     "draws", "losses", "score"],
+                    [[s, slugs[s], *row[1:]] for s, row in zip(order, rows, strict=True)]))
+                (out / "ladder.md").write_text(_ladder_markdown(order, ratings, anchor, args))
+                (out / "pairs.csv").write_text(_pairs_csv(specs, pairs, results))
+                for name in ("ladder.csv", "ladder.md", "pairs.csv"):
+                    tracker.log_artifact(out / name)
+            status = "FINISHED"
+        finally:
+            tracker.finish(status)
+    finally:
+        players.close()
+    print(_ladder_table(order, ratings, anchor))
+    where = f"; SGFs also in {sgf_dir}" if sgf_dir else ""
+    print(f"run {tracker.run_id} in {tracker.uri} (ladder.md, pairs.csv, SGFs under its "
+          f"artifacts{where})")
+    return 0
+
+
+def _default_anchor(specs: list[str]) -> str:
+    """The first ``random`` player (a fixed zero point), else the first player."""
+    return next((s for s in specs if s.partition(":")[0] == "random"), specs[0])
+
+
+def _slugs(specs: list[str]) -> dict[str, str]:
+    """A metric-key-safe name per player spec, unique: ``mcts:playouts=30`` ->
+    ``mcts_playouts_30``."""
+    import re
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec).strip("_") or "player"
+        slug, n = base, 2
+        while slug in out.values():
+            slug, n = f"{base}-{n}", n + 1
+        out[spec] = slug
+    return out
+
+
+def _ladder_rows(order, ratings) -> list[list]:
+    return [[s, round(ratings[s].elo, 1), round(ratings[s].low, 1), round(ratings[s].high, 1),
+             ratings[s].games, ratings[s].wins, ratings[s].draws, ratings[s].losses,
+             round(ratings[s].score, 4)] for s in order]
+
+
+def _ladder_table(order, ratings, anchor) -> str:
+    head = ["player", "Elo", "95% interval", "games", "wins", "draws", "score"]
+    rows = [[s, f"{r.elo:+.0f}", f"{r.low:+.0f} .. {r.high:+.0f}", str(r.games), str(r.wins),
+             str(r.draws), f"{r.score:.1%}"] for s, r in ((s, ratings[s]) for s in order)]
+    widths = [max(len(x) for x in col) for col in zip(head, *rows, strict=True)]
+    lines = ["  ".join(x.ljust(w) if c == 0 else x.rjust(w)
+                       for c, (x, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in [head, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"(Elo relative to {anchor} = 0; 95% interval of the difference to it; "
+                 f"prior: {LADDER_PRIOR_DRAWS:g} virtual draw per pair)")
+    return "\n".join(lines)
+
+
+def _ladder_markdown(order, ratings, anchor, args) -> str:
+    lines = [f"# Go ladder: {args.size}x{args.size}, komi {args.komi:g}, "
+             f"{args.games_per_pair} games per pair",
+             "",
+             f"Elo relative to `{anchor}` = 0 (maximum likelihood, "
+             f"{LADDER_PRIOR_DRAWS:g} virtual draw per pair); 95% interval of the difference "
+             "to the anchor.",
+             "",
+             "| player | Elo | 95% interval | games | wins | draws | score |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for s in order:
+        r = ratings[s]
+        lines.append(f"| `{s}` | {r.elo:+.0f} | {r.low:+.0f} .. {r.high:+.0f} | {r.games} | "
+                     f"{r.wins} | {r.draws} | {r.score:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pairs_csv(specs, pairs, results) -> str:
+    rows = []
+    for i, j in pairs:
+        a, b = specs[i], specs[j]
+        scores = [s if x == a else 1.0 - s for x, y, s in results if {x, y} == {a, b}]
+        wins, draws = sum(s == 1.0 for s in scores), sum(s == 0.5 for s in scores)
+        rows.append([a, b, len(scores), wins, draws, len(scores) - wins - draws,
+                     round(sum(scores) / len(scores), 4)])
+    return _csv(["player_a", "player_b", "games", "wins_a", "draws", "wins_b", "score_a"], rows)
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 # ---- play / replay ----------------------------------------------------------------------
