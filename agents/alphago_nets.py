@@ -38,7 +38,7 @@ LEGAL_PLANE = NET_PLANES.index("legal")
 ILLEGAL_LOGIT = -1e4  # exp() of it is 0 in float32; representable in fp16 and bf16
 FORMAT = 1  # of the networks file
 
-__all__ = ["ILLEGAL_LOGIT", "NET_PLANES", "NetConfig", "PolicyNet", "ValueNet",
+__all__ = ["ILLEGAL_LOGIT", "NET_PLANES", "NetConfig", "PolicyNet", "PolicyValueNet", "ValueNet",
            "leaf_features", "load_networks", "position_features", "random_symmetries",
            "save_networks"]
 
@@ -70,7 +70,11 @@ class PolicyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x if x.is_floating_point() else x.float()
-        logits = self.head(self.conv(self.tower.spatial(x)).flatten(1))
+        return self.from_tower(self.tower.spatial(x), x)
+
+    def from_tower(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The head on the tower's output ``h`` (the input ``x`` gives the legal plane)."""
+        logits = self.head(self.conv(h).flatten(1))
         legal = torch.cat([x[:, LEGAL_PLANE].flatten(1) > 0,
                            torch.ones_like(logits[:, :1], dtype=torch.bool)], dim=1)
         return logits.masked_fill(~legal, ILLEGAL_LOGIT)
@@ -90,7 +94,29 @@ class ValueNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x if x.is_floating_point() else x.float()
-        return torch.tanh(self.head(self.hidden(self.conv(self.tower.spatial(x)).flatten(1))))
+        return self.from_tower(self.tower.spatial(x))
+
+    def from_tower(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(self.hidden(self.conv(h).flatten(1))))
+
+
+class PolicyValueNet(nn.Module):
+    """AlphaGo Zero's one network: a residual tower shared by the policy head and the value
+    head. ``policy`` and ``value`` are a ``PolicyNet`` and a ``ValueNet`` holding the same tower,
+    so either plays alone (``PolicyPlayer``, ``NetworkEvaluator``); ``forward`` runs the tower
+    once: ``(masked logits (B, N*N+1), values (B,))``."""
+
+    def __init__(self, size: int, cfg: NetConfig | None = None):
+        super().__init__()
+        self.size, self.cfg = size, cfg or NetConfig()
+        self.policy = PolicyNet(size, self.cfg)
+        self.value = ValueNet(size, self.cfg)
+        self.value.tower = self.policy.tower
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x if x.is_floating_point() else x.float()
+        h = self.policy.tower.spatial(x)
+        return self.policy.from_tower(h, x), self.value.from_tower(h)
 
 
 # ---- features -------------------------------------------------------------------------------
@@ -139,8 +165,9 @@ def transform_planes(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def random_symmetries(x: torch.Tensor, moves: torch.Tensor | None,
                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Each sample of ``x`` (B, C, N, N) under its own random symmetry of the 8; ``moves``
-    (B,), when given, mapped along (the pass stays the pass)."""
+    """Each sample of ``x`` (B, C, N, N) under its own random symmetry of the 8; ``moves``,
+    when given, mapped along (the pass stays the pass): move indices (B,) or distributions
+    over the moves (B, N*N+1), such as AlphaZero's visit counts."""
     n = x.shape[-1]
     ks = torch.randint(0, 8, (len(x),), generator=generator, device=generator.device)
     ks = ks.to(x.device)
@@ -153,7 +180,12 @@ def random_symmetries(x: torch.Tensor, moves: torch.Tensor | None,
         x[idx] = transform_planes(x[idx], k)
         if moves is not None:
             table = torch.as_tensor(transform_move(np.arange(n * n + 1), n, k), device=x.device)
-            moves[idx] = table[moves[idx]]
+            if moves.dim() == 1:
+                moves[idx] = table[moves[idx]]
+            else:  # the probability of move m goes to the move m maps to
+                mapped = torch.empty_like(moves[idx])
+                mapped[:, table] = moves[idx]
+                moves[idx] = mapped
     return x, moves
 
 
@@ -168,15 +200,18 @@ def save_networks(path: str | Path, *, size: int, komi: float, stage: str,
         return {"config": net.cfg.model_dump(),
                 "state": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
 
+    shared = value is not None and value.tower is policy.tower  # one PolicyValueNet
     return save_atomic({"format": FORMAT, "size": size, "komi": float(komi), "stage": stage,
                         "planes": list(NET_PLANES), "policy": entry(policy),
-                        "value": entry(value) if value is not None else None}, path)
+                        "value": entry(value) if value is not None else None,
+                        "shared_tower": shared}, path)
 
 
 def load_networks(path: str | Path, device: str | torch.device = "cpu"
                   ) -> tuple[dict, PolicyNet, ValueNet | None]:
     """``(info, policy, value or None)`` from ``save_networks``'s file, through
-    ``lab.checkpoint.load`` (weights_only=True); the networks in eval mode on ``device``."""
+    ``lab.checkpoint.load`` (weights_only=True); the networks in eval mode on ``device``. The
+    halves of a ``PolicyValueNet`` come back sharing their tower."""
     from lab.checkpoint import load
 
     data = load(path)
@@ -189,6 +224,8 @@ def load_networks(path: str | Path, device: str | torch.device = "cpu"
     if data.get("value") is not None:
         value = ValueNet(size, NetConfig(**data["value"]["config"]))
         value.load_state_dict(data["value"]["state"])
+        if data.get("shared_tower"):  # one tower again, as trained
+            value.tower = policy.tower
     info = {k: data[k] for k in ("size", "komi", "stage")}
     for net in (policy, value):
         if net is not None:

@@ -65,11 +65,15 @@ class NetworkEvaluator:
 
     @torch.no_grad()
     def __call__(self, leaves) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.as_tensor(leaf_features(leaves), device=self.device)
-        priors = torch.softmax(self.policy(x).float(), dim=1).cpu().numpy()
-        if self.value is None:
-            return priors, np.zeros(len(priors))
-        return priors, self.value(x).float().cpu().numpy()
+        x = torch.as_tensor(leaf_features(leaves), device=self.device).float()
+        if self.value is not None and self.value.tower is self.policy.tower:
+            h = self.policy.tower.spatial(x)  # a PolicyValueNet: the tower once
+            logits, values = self.policy.from_tower(h, x), self.value.from_tower(h)
+        else:
+            logits = self.policy(x)
+            values = self.value(x) if self.value is not None else torch.zeros(len(x))
+        priors = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return priors, values.float().cpu().numpy()
 
 
 class SearchPlayer:

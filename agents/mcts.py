@@ -73,6 +73,10 @@ class MCTSConfig(BaseModel):
     allow_pass: bool = False  # the pass as a child in the tree
     virtual_loss: float = Field(1.0, ge=0)
     lambda_mix: float = Field(0.0, ge=0, le=1)  # weight of the playout in batched leaf values
+    # AlphaZero's exploration at the root of a network-guided search: the root's priors become
+    # (1 - root_noise) * P + root_noise * Dirichlet(dirichlet_alpha), drawn anew each search
+    root_noise: float = Field(0.0, ge=0, le=1)
+    dirichlet_alpha: float = Field(0.3, gt=0)
     reuse_tree: bool = True
     max_nodes: int = Field(2_000_000, ge=1000)
     pass_when_won: bool = True
@@ -123,6 +127,7 @@ class MCTS:
         self.rng = np.random.default_rng(self.config.seed)
         self._tree = None  # (ti, tf, meta)
         self._tree_game = None  # (size, komi, moves) the tree's root stands for
+        self._noised = None  # (game, the root children's priors before the noise)
         self.last: SearchResult | None = None
 
     def __repr__(self) -> str:
@@ -150,6 +155,8 @@ class MCTS:
         t0 = time.perf_counter()
         ti, tf, meta = self._root_for(position, evaluator)
         root = int(meta[K.ROOT])
+        if cfg.root_noise > 0 and evaluator is not None:
+            self._noise_root(ti, tf, root)
         params = self._params(position)
         st, emp, sc = state_from_position(position)
         offs, keys = offsets(n), padded_keys(n)
@@ -198,7 +205,7 @@ class MCTS:
         depths = np.zeros(k, np.int64)
         K.select_batch(ti, tf, meta, st, emp, sc, offs, keys, hist, params, n, k, leaf_st,
                        leaf_emp, leaf_sc, paths, np.zeros(depth_cap, np.int64), seqs,
-                       seq_colors, depths)
+                       seq_colors, depths, int(self.rng.integers(2**31)))
         leaves = _leaves(leaf_st, leaf_sc, n, offs)
         priors, values = evaluator(leaves)
         priors = np.asarray(priors, dtype=np.float64).reshape(k, n * n + 1)
@@ -262,6 +269,23 @@ class MCTS:
                 ti[K.FLAG, c] |= K.ILLEGAL
         self._tree, self._tree_game = tree, game
         return tree
+
+    def _noise_root(self, ti, tf, root) -> None:
+        """Dirichlet noise on the priors of the root's legal children (AlphaZero), mixed into
+        the noise-free priors: a root searched again gets fresh noise, not noise on noise."""
+        first, count = int(ti[K.FIRST, root]), int(ti[K.NCH, root])
+        kids = np.array([c for c in range(first, first + count)
+                         if not ti[K.FLAG, c] & K.ILLEGAL], dtype=np.int64)
+        if len(kids) < 2:
+            return
+        if self._noised is not None and self._noised[0] == self._tree_game:
+            base = self._noised[1]
+        else:
+            base = tf[K.P, kids].copy()
+        eps = self.config.root_noise
+        noise = self.rng.dirichlet(np.full(len(kids), self.config.dirichlet_alpha))
+        tf[K.P, kids] = (1 - eps) * base + eps * noise * base.sum()
+        self._noised = (self._tree_game, base)
 
     def _descend_to(self, game):
         size, komi, moves = game

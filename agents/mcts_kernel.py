@@ -354,8 +354,11 @@ def simulate(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, params,
 
 @njit(cache=True)
 def select_batch(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, params, n, k,
-                 leaf_st, leaf_emp, leaf_sc, paths, path_hash, seqs, seq_colors, depths):
-    """Descend ``k`` times with virtual loss; leaf positions go to ``leaf_*[j]``."""
+                 leaf_st, leaf_emp, leaf_sc, paths, path_hash, seqs, seq_colors, depths, seed):
+    """Descend ``k`` times with virtual loss; leaf positions go to ``leaf_*[j]``. ``seed``
+    (>= 0) seeds the tie-breaking, so a seeded search repeats."""
+    if seed >= 0:
+        np.random.seed(seed)
     for j in range(k):
         copy_into(root_st, root_emp, root_sc, leaf_st[j], leaf_emp[j], leaf_sc[j])
         depths[j] = _descend(ti, tf, meta, leaf_st[j], leaf_emp[j], leaf_sc[j], offs, keys, hist,

@@ -15,6 +15,10 @@ Players: ``run:RUN_ID`` plays the policy (greedy; ``greedy=false`` samples);
 a batch of 8 leaves gains nothing from more and loses much when cores are shared). A run
 without a value network searches with playouts alone.
 
+An AlphaZero preset (an ``alphazero`` section, ``agents/alphazero.py``) is one run of stage
+``alphazero``; its networks file holds the two halves of the one policy-value network, and
+``run:RUN_ID:mcts=N`` searches with its value alone (``lambda`` 0 unless given).
+
 The top layer: agents are imported inside functions only.
 """
 
@@ -39,7 +43,9 @@ RUN_OPTIONS = {"mcts", "seconds", "lambda", "c_puct", "batch", "greedy", "device
 
 
 def is_alphago(raw: dict) -> bool:
-    return "sl" in raw and "size" in raw and "agent" not in raw and "model" not in raw
+    """An AlphaGo pipeline (an ``sl`` section) or an AlphaZero preset (``alphazero``)."""
+    return (("sl" in raw or "alphazero" in raw) and "size" in raw and "agent" not in raw
+            and "model" not in raw)
 
 
 def is_alphago_preset(args) -> bool:
@@ -67,13 +73,17 @@ def load_alphago_spec(preset: str, overrides: list[str] | None = None):
     from pydantic import ValidationError
 
     from agents.alphago import AlphaGoSpec
+    from agents.alphazero import AlphaZeroSpec
     from lab.spec import _explain
 
     raw = apply_overrides(read_preset(preset), list(overrides or []))
+    kind = AlphaZeroSpec if "alphazero" in raw else AlphaGoSpec
     try:
-        spec = AlphaGoSpec.model_validate(raw)
+        spec = kind.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(_explain(e, AlphaGoSpec)) from None
+        raise SpecError(_explain(e, kind)) from None
+    if kind is AlphaZeroSpec:
+        return spec
     order = ["sl", "rl", "value"]
     if not spec.stages or spec.stages != order[order.index(spec.stages[0]):][:len(spec.stages)]:
         raise SpecError(f"stages {spec.stages}: must run in the order sl, rl, value "
@@ -98,8 +108,9 @@ def run_train(args) -> int:
     if args.device != "auto":
         spec = spec.model_copy(update={"device": args.device})
     uri = tracking_uri(args.tracking_uri)
+    stages = getattr(spec, "stages", ["alphazero"])
     parent = None
-    if spec.parent:  # checked before anything is written
+    if stages != ["alphazero"] and spec.parent:  # checked before anything is written
         client = _client_for_existing(uri)
         parent = _stage_run(client, spec.parent, PARENT_STAGE[spec.stages[0]])
         size = _networks(client, parent.info.run_id)[0]["size"]
@@ -107,17 +118,17 @@ def run_train(args) -> int:
             raise SpecError(f"parent run {parent.info.run_id} plays {size}x{size}; this "
                             f"preset is {spec.size}x{spec.size}")
     most = spec.size * spec.size // 2
-    if spec.stages[0] == "sl" and spec.expert.dir is None and spec.expert.random_opening > most:
+    if stages[0] == "sl" and spec.expert.dir is None and spec.expert.random_opening > most:
         raise SpecError(f"expert.random_opening {spec.expert.random_opening}: must be 0..{most} "
                         f"on {spec.size}x{spec.size}")
-    if spec.stages[0] == "sl" and spec.expert.dir is None:
+    if stages[0] == "sl" and spec.expert.dir is None:
         from envs.go.gnugo import GnuGoNotFound, find_gnugo
 
         try:
             find_gnugo()
         except GnuGoNotFound as e:
             raise CommandError(f"{e} (or give expert.dir=FOLDER of SGF games)") from None
-    elif spec.stages[0] == "sl":
+    elif stages[0] == "sl":
         folder = Path(spec.expert.dir)
         if not folder.is_dir():
             raise SpecError(f"expert.dir {spec.expert.dir!r}: not a folder of SGF files")
@@ -131,7 +142,7 @@ def run_train(args) -> int:
     tracker_args = (uri, args.experiment)
     group = args.group or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     parent_id = parent.info.run_id if parent is not None else None
-    for stage in spec.stages:
+    for stage in stages:
         parent_id = _run_stage(spec, stage, parent_id, Tracker(*tracker_args), group,
                                show_progress=not args.no_progress)
     print(f"see the runs: {_mlflow_ui_hint(uri)}")
@@ -229,7 +240,25 @@ def _value(spec, parent_id, tracker, ckpt_dir, show_progress) -> dict:
     return {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
 
 
-STAGES = {"sl": _sl, "rl": _rl, "value": _value}
+def _alphazero(spec, parent_id, tracker, ckpt_dir, show_progress) -> dict:
+    from agents.alphago_nets import save_networks
+    from agents.alphazero import train_alphazero
+
+    def show(it, m):
+        if show_progress:
+            print(f"alphazero iteration {it}/{spec.alphazero.iterations}: "
+                  f"policy loss {m['az/policy_loss']:.3f}, value loss {m['az/value_loss']:.3f}, "
+                  f"generation {m['az/generation']:.0f}", flush=True)
+
+    net, metrics = train_alphazero(spec, logger=tracker.logger, device=spec.device,
+                                   progress=show)
+    save_networks(ckpt_dir / NETWORKS, size=spec.size, komi=spec.komi, stage="alphazero",
+                  policy=net.policy, value=net.value)
+    keep = ("best_win_rate_vs_initial", "policy_win_rate_vs_random", "generation")
+    return {k: metrics[f"az/{k}"] for k in keep}
+
+
+STAGES = {"sl": _sl, "rl": _rl, "value": _value, "alphazero": _alphazero}
 
 
 def _rl_progress(spec):
@@ -326,7 +355,9 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
     from agents.alphago_play import SearchPlayer
     from agents.mcts import MCTSConfig
 
-    lam = opts.get("lambda", 0.5 if value is not None else 1.0)
+    # AlphaGo mixes value and playout (0.5); AlphaZero's leaves are the value alone
+    lam = opts.get("lambda", 1.0 if value is None else 0.0 if info["stage"] == "alphazero"
+                   else 0.5)
     try:
         config = MCTSConfig.puct(playouts=opts.get("mcts"), seconds=opts.get("seconds"),
                                  lambda_mix=lam, seed=int(opts.get("seed", seed)),

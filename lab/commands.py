@@ -46,14 +46,17 @@ def run_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from lab.alphago_runner import is_alphago
+
     console = Console()
     table = Table("preset", "agent / model", "env / data", "description", title="presets")
     for name in preset_names():
         raw = read_preset(name)
         if "model" in raw:  # a generative preset
             what, where = raw["model"].get("type", "?"), raw.get("data", {}).get("name", "mnist5k")
-        elif "sl" in raw and "size" in raw:  # an AlphaGo pipeline (lab/alphago_runner.py)
-            what, where = "alphago", f"Go {raw['size']}x{raw['size']}"
+        elif is_alphago(raw):  # an AlphaGo pipeline or AlphaZero (lab/alphago_runner.py)
+            what = "alphazero" if "alphazero" in raw else "alphago"
+            where = f"Go {raw['size']}x{raw['size']}"
         else:
             what, where = raw.get("agent", {}).get("algo", "?"), raw.get("env", {}).get("id", "?")
         table.add_row(name, str(what), str(where), str(raw.get("description", "")))
