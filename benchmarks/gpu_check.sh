@@ -3,6 +3,7 @@
 #   benchmarks/gpu_check.sh            # every section
 #   benchmarks/gpu_check.sh rl         # only DQN and PPO on CartPole, cuda vs cpu
 #   benchmarks/gpu_check.sh generative # PixelCNN, VAE, GAN: one epoch, cuda (fp32/bf16/fp16) vs cpu
+#   benchmarks/gpu_check.sh alphazero  # 9x9 AlphaZero self-play + training, cuda vs cpu
 # Sections print steps/s on cuda next to the cpu figure from the same machine and run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,8 +38,20 @@ section_generative() {
   done
 }
 
+section_alphazero() {
+  python -c 'import torch; assert torch.cuda.is_available(), "this section needs a GPU"'
+  for device in cpu cuda; do
+    # go9-alphazero's network and search (64x6, 100 simulations, leaves in batches of 8): the
+    # first iteration's line (one self-play game + 50 training steps) gives positions/s and
+    # games/hour of self-play; the run is cut off during the second iteration
+    timeout 85 lab train go9-alphazero alphazero.iterations=2 alphazero.games_per_iteration=1 \
+      alphazero.train_steps=50 alphazero.eval_every=100 --device "$device" \
+      --tracking-uri "$store" | grep -m1 "positions/s" | sed "s/^/$device: /" || true
+  done
+}
+
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(rl generative)
+[ ${#sections[@]} -eq 0 ] && sections=(rl generative alphazero)
 for s in "${sections[@]}"; do
   echo "== section $s"
   "section_$s"

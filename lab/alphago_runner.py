@@ -248,7 +248,9 @@ def _alphazero(spec, parent_id, tracker, ckpt_dir, show_progress) -> dict:
         if show_progress:
             print(f"alphazero iteration {it}/{spec.alphazero.iterations}: "
                   f"policy loss {m['az/policy_loss']:.3f}, value loss {m['az/value_loss']:.3f}, "
-                  f"generation {m['az/generation']:.0f}", flush=True)
+                  f"generation {m['az/generation']:.0f}, "
+                  f"{m['az/positions_per_sec']:.1f} positions/s, "
+                  f"{m['az/games_per_hour']:.0f} games/hour", flush=True)
 
     net, metrics = train_alphazero(spec, logger=tracker.logger, device=spec.device,
                                    progress=show)
