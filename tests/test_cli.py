@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from cli_helpers import assert_refused
 
 import agents
 from lab.cli import main
@@ -19,9 +20,6 @@ def fake(monkeypatch, tmp_path):
     return str(preset)
 
 
-def files_under(path):
-    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*"))
-
 
 @pytest.mark.parametrize("argv, words", [
     (["train", "no-such-preset"], ["unknown preset 'no-such-preset'", "valid presets:"]),
@@ -38,16 +36,8 @@ def files_under(path):
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, words, fake, store, tmp_path,
                                                             capsys):
-    before = files_under(tmp_path)
-    db = (tmp_path / "runs" / "mlflow.db").read_bytes()
     argv = [fake if a == "FAKE" else a for a in argv] + ["--tracking-uri", store]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err
-    for word in words:
-        assert word in err
-    assert files_under(tmp_path) == before
-    assert (tmp_path / "runs" / "mlflow.db").read_bytes() == db
+    assert_refused(argv, words, tmp_path, capsys)
 
 
 def test_train_seeds_make_sibling_runs_with_everything_logged(fake, store, capsys):

@@ -9,6 +9,7 @@ import sys
 
 import imageio.v2 as imageio
 import pytest
+from cli_helpers import assert_refused
 
 from envs.go import Position, text_to_move
 from envs.go.arena import elo_difference, play_game, wilson_interval
@@ -16,10 +17,6 @@ from envs.go.env import RandomPlayer
 from envs.go.sgf import load_sgf, save_sgf
 from lab.cli import main
 from lab.tracking import Tracker
-
-
-def files_under(path):
-    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*"))
 
 
 def test_wilson_and_elo_by_hand():
@@ -82,16 +79,8 @@ def test_match_logs_results_and_sgfs(store, capsys):
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, words, store, tmp_path,
                                                             capsys):
-    before = files_under(tmp_path)
-    db = (tmp_path / "runs" / "mlflow.db").read_bytes()
     extra = ["--tracking-uri", store] if argv[1] == "match" else []
-    assert main(argv + extra) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err
-    for word in words:
-        assert word in err
-    assert files_under(tmp_path) == before
-    assert (tmp_path / "runs" / "mlflow.db").read_bytes() == db
+    assert_refused(argv + extra, words, tmp_path, capsys)
 
 
 def test_replay_renders_every_ply(tmp_path, capsys):

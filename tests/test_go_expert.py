@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_helpers import assert_refused, files_under
 
 from envs.go import Position, text_to_move
 from envs.go.expert import ExpertGameInfo, expert_games, load_games, training_pairs
@@ -24,9 +25,6 @@ needs_gnugo = pytest.mark.skipif(not HAVE_GNUGO,
                                  reason="GNU Go is not installed (Debian package gnugo)")
 OPENING = 3
 
-
-def files_under(path):
-    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*"))
 
 
 @pytest.fixture(scope="module")
@@ -161,16 +159,11 @@ def test_expert_games_bad_input_exits_2_with_one_line(extra, words, tmp_path, ca
                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "FILE").write_text("x")
-    before = files_under(tmp_path)
     argv = ["go", "expert-games", "--size", "5", "--games", "1", "--out", "new"]
     if extra[0] == "--out":
         argv = argv[:-2]
-    assert main(argv + extra) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("lab go: error: ")
-    for word in words:
-        assert word in err
-    assert files_under(tmp_path) == before
+    err = assert_refused(argv + extra, words, tmp_path, capsys)
+    assert err.startswith("lab go: error: ")
 
 
 def test_expert_games_without_gnugo_names_the_package(tmp_path, capsys, monkeypatch):

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_refused, files_under
 
 from envs.go.arena import elo_ratings
 from envs.go.sgf import load_sgf
@@ -15,9 +16,6 @@ from lab.tracking import Tracker
 
 ELO_PER_NAT = 400 / math.log(10)
 
-
-def files_under(path):
-    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*"))
 
 
 def test_two_players_without_the_prior_match_the_closed_form():
@@ -136,14 +134,6 @@ def test_ladder_logs_ratings_pairs_and_sgfs(store, tmp_path, capsys):
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(players, extra, words, store,
                                                             tmp_path, capsys):
-    before = files_under(tmp_path)
-    db = (tmp_path / "runs" / "mlflow.db").read_bytes()
     argv = ["go", "ladder", *players, *extra, "--tracking-uri", store,
             "--sgf-dir", str(tmp_path / "games")]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err
-    for word in words:
-        assert word in err
-    assert files_under(tmp_path) == before
-    assert (tmp_path / "runs" / "mlflow.db").read_bytes() == db
+    assert_refused(argv, words, tmp_path, capsys)
