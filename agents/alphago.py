@@ -85,19 +85,24 @@ class ValueConfig(_Strict):
     train: TrainerSpec
 
 
-class AlphaGoSpec(_Strict):
-    """A preset of the pipeline: ``stages`` run in order, the first from ``parent`` (a run id;
-    needed unless the first stage is ``sl``)."""
+class GoSpec(_Strict):
+    """What every Go training preset names: the board, where it trains, the (policy) network."""
 
     name: str
     description: str = ""
-    stages: list[Stage] = ["sl", "rl", "value"]
-    parent: str | None = None
     device: str = "auto"
     torch_threads: int = Field(1, ge=0)  # 0 = torch's default
     size: int = Field(ge=5, le=19)
     komi: float = 7.5
     network: NetConfig = NetConfig()
+
+
+class AlphaGoSpec(GoSpec):
+    """A preset of the pipeline: ``stages`` run in order, the first from ``parent`` (a run id;
+    needed unless the first stage is ``sl``)."""
+
+    stages: list[Stage] = ["sl", "rl", "value"]
+    parent: str | None = None
     value_network: NetConfig = NetConfig()
     expert: ExpertConfig = ExpertConfig()
     sl: SLConfig

@@ -38,19 +38,16 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from agents.alphago_nets import NetConfig, PolicyValueNet, position_features, random_symmetries
+from agents.alphago import GoSpec, _Strict
+from agents.alphago_nets import PolicyValueNet, position_features, random_symmetries
 from agents.alphago_play import NetworkEvaluator
 from agents.mcts import MCTS, MCTSConfig
 from envs.go.rules import BLACK, Position
 
 __all__ = ["AlphaZeroConfig", "AlphaZeroSpec", "SearchSampler", "alphazero_loss", "self_play",
            "train_alphazero"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class AlphaZeroConfig(_Strict):
@@ -74,16 +71,9 @@ class AlphaZeroConfig(_Strict):
     seed: int = Field(0, ge=0)
 
 
-class AlphaZeroSpec(_Strict):
-    """A ``go*-alphazero`` preset: the board, the network and the loop."""
+class AlphaZeroSpec(GoSpec):
+    """A ``go*-alphazero`` preset: the board, the one network and the loop."""
 
-    name: str
-    description: str = ""
-    device: str = "auto"
-    torch_threads: int = Field(1, ge=0)  # 0 = torch's default
-    size: int = Field(ge=5, le=19)
-    komi: float = 7.5
-    network: NetConfig = NetConfig()
     alphazero: AlphaZeroConfig = AlphaZeroConfig()
 
 
