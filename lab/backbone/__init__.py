@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pydantic import TypeAdapter
 from torch import nn
 
-from lab.backbone.conv import VGG, NatureCNN
+from lab.backbone.conv import VGG, MinAtarCNN, NatureCNN
 from lab.backbone.heads import (
     CategoricalHead,
     DuelingQHead,
@@ -32,6 +32,7 @@ from lab.backbone.mlp import MLP
 from lab.backbone.optim import build_optimizer
 from lab.backbone.residual import ResidualTower
 from lab.backbone.specs import (
+    MinAtarCNNSpec,
     MLPSpec,
     NatureCNNSpec,
     NetworkSpec,
@@ -40,12 +41,14 @@ from lab.backbone.specs import (
     VGGSpec,
 )
 
-BODIES = {"mlp": MLP, "nature_cnn": NatureCNN, "vgg": VGG, "residual": ResidualTower}
+BODIES = {"mlp": MLP, "nature_cnn": NatureCNN, "minatar_cnn": MinAtarCNN, "vgg": VGG,
+          "residual": ResidualTower}
 
 _network_spec = TypeAdapter(NetworkSpec)
 
 
-def parse_network_spec(raw: Mapping | MLPSpec | NatureCNNSpec | VGGSpec | ResidualSpec):
+def parse_network_spec(raw: Mapping | MLPSpec | NatureCNNSpec | MinAtarCNNSpec | VGGSpec
+                       | ResidualSpec):
     """A dict like ``{"type": "mlp", "hidden": [256, 256]}`` -> its validated spec model."""
     return _network_spec.validate_python(raw)
 
@@ -60,8 +63,9 @@ def build_body(spec, obs_shape: tuple[int, ...]) -> nn.Module:
 
 __all__ = [
     "BODIES", "BODY_GAIN", "MLP", "POLICY_GAIN", "VALUE_GAIN", "VGG",
-    "CategoricalHead", "DuelingQHead", "GaussianHead", "LSTMCore", "NatureCNN", "QHead",
-    "ResidualTower", "ValueHead",
-    "MLPSpec", "NatureCNNSpec", "NetworkSpec", "OptimizerSpec", "ResidualSpec", "VGGSpec",
+    "CategoricalHead", "DuelingQHead", "GaussianHead", "LSTMCore", "MinAtarCNN", "NatureCNN",
+    "QHead", "ResidualTower", "ValueHead",
+    "MLPSpec", "MinAtarCNNSpec", "NatureCNNSpec", "NetworkSpec", "OptimizerSpec", "ResidualSpec",
+    "VGGSpec",
     "build_body", "build_optimizer", "init_actor_critic", "init_weights", "parse_network_spec",
 ]

@@ -1,6 +1,7 @@
-"""Convolutional bodies for image observations: NatureCNN (Atari DQN) and a VGG-style stack.
+"""Convolutional bodies for image observations: NatureCNN (Atari DQN), the MinAtar network and a
+VGG-style stack.
 
-Both take channels-first images ``(C, H, W)`` with any leading batch dims (``(B, C, H, W)``,
+All take channels-first images ``(C, H, W)`` with any leading batch dims (``(B, C, H, W)``,
 ``(T, B, C, H, W)``, or none) and return features ``(..., out_dim)``. uint8 pixels are scaled
 to [0, 1] inside ``forward`` (so replay buffers can store uint8); float input is used as is.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lab.backbone.specs import NatureCNNSpec, VGGSpec
+from lab.backbone.specs import MinAtarCNNSpec, NatureCNNSpec, VGGSpec
 
 
 def image_shape(kind: str, obs_shape: tuple[int, ...], min_size: int) -> tuple[int, int, int]:
@@ -75,6 +76,24 @@ class NatureCNN(nn.Module):
         self.head = nn.Sequential(
             nn.Linear(_flat_size(self.convs, self.in_shape), spec.features), nn.ReLU()
         )
+        self.out_dim = spec.features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv_features(self.convs, self.head, x)
+
+
+class MinAtarCNN(nn.Module):
+    """Young & Tian 2019 (MinAtar): conv ``channels`` ``kernel``x``kernel``/1, ReLU, linear
+    ``features``, ReLU. Their 10x10 grids give 16 x 8 x 8 = 1024 conv outputs."""
+
+    def __init__(self, in_shape: tuple[int, ...], spec: MinAtarCNNSpec | None = None):
+        super().__init__()
+        spec = spec or MinAtarCNNSpec()
+        self.in_shape = image_shape("minatar_cnn", in_shape, spec.kernel)
+        self.convs = nn.Sequential(
+            nn.Conv2d(self.in_shape[0], spec.channels, spec.kernel, stride=1), nn.ReLU())
+        self.head = nn.Sequential(
+            nn.Linear(_flat_size(self.convs, self.in_shape), spec.features), nn.ReLU())
         self.out_dim = spec.features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,8 @@ def build_optimizer(
         return torch.optim.Adagrad(params, lr=lr, eps=spec.eps, weight_decay=spec.weight_decay)
     if spec.type == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, alpha=spec.alpha, eps=spec.eps,
-                                   momentum=spec.momentum, weight_decay=spec.weight_decay)
+                                   momentum=spec.momentum, centered=spec.centered,
+                                   weight_decay=spec.weight_decay)
     # Adam: the fused CPU/CUDA kernel is ~25% faster per step on small nets than the default.
     fused = all(p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.Adam(params, lr=lr, eps=spec.eps, betas=spec.betas,

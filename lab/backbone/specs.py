@@ -34,6 +34,17 @@ class NatureCNNSpec(_Strict):
     init: InitScheme = "orthogonal"
 
 
+class MinAtarCNNSpec(_Strict):
+    """The MinAtar network (Young & Tian 2019): one 3x3 conv (stride 1, no padding, 16
+    channels), ReLU, a 128-unit linear layer, ReLU; for small grids such as MinAtar's 10x10."""
+
+    type: Literal["minatar_cnn"] = "minatar_cnn"
+    channels: int = Field(16, ge=1)
+    kernel: int = Field(3, ge=1)
+    features: int = Field(128, ge=1)
+    init: InitScheme = "default"
+
+
 class VGGSpec(_Strict):
     """3x3 convs, batch norm, max pooling after each block, dropout before the linear layer."""
 
@@ -66,6 +77,7 @@ def _network_type(value) -> str | None:
 NetworkSpec = Annotated[
     Annotated[MLPSpec, Tag("mlp")]
     | Annotated[NatureCNNSpec, Tag("nature_cnn")]
+    | Annotated[MinAtarCNNSpec, Tag("minatar_cnn")]
     | Annotated[VGGSpec, Tag("vgg")]
     | Annotated[ResidualSpec, Tag("residual")],
     Discriminator(_network_type),
@@ -83,6 +95,7 @@ class OptimizerSpec(_Strict):
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     alpha: float = Field(0.99, gt=0.0, lt=1.0)  # RMSProp smoothing constant
+    centered: bool = False  # RMSProp: divide by the gradient's variance, not its 2nd moment
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0.0)
 
