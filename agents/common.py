@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
@@ -32,17 +33,41 @@ def resolve_device(device: str = "auto") -> torch.device:
 def vectorization_mode(env_spec) -> str:
     mode = env_spec.vectorization
     if mode == "auto":
-        mode = "vector_entry_point" if gym.spec(env_spec.id).vector_entry_point else "sync"
+        wrapped = getattr(env_spec, "wrapper", None) is not None
+        vector = not wrapped and gym.spec(env_spec.id).vector_entry_point
+        mode = "vector_entry_point" if vector else "sync"
     return mode
+
+
+def _env_kwargs(env_spec, render_mode: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(env_spec.kwargs)
+    wrapped = getattr(env_spec, "wrapper", None) is not None
+    if wrapped and "frameskip" in gym.spec(env_spec.id).kwargs:
+        kwargs.setdefault("frameskip", 1)  # the Atari wrapper skips frames itself (ALE/...-v5)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    return kwargs
+
+
+def env_wrapper(env_spec, training: bool):
+    """The function that wraps one env of ``env_spec`` (``env.wrapper``), or None. Training
+    envs get the whole preprocessing; evaluation and rendering (``training=False``) leave out
+    what changes the episodes and rewards (episodic life, reward clipping)."""
+    wrapper = getattr(env_spec, "wrapper", None)
+    if wrapper is None:
+        return None
+    from envs.atari import wrap_atari
+
+    return functools.partial(wrap_atari, training=training, **wrapper.options())
 
 
 def make_vec_env(env_spec, seed: int | None = None, render_mode: str | None = None):
     """A Gymnasium vector env for ``env_spec`` (NEXT_STEP autoreset: see EpisodeTracker)."""
-    kwargs: dict[str, Any] = dict(env_spec.kwargs)
-    if render_mode is not None:
-        kwargs["render_mode"] = render_mode
+    wrap = env_wrapper(env_spec, training=True)
     env = gym.make_vec(env_spec.id, num_envs=env_spec.num_envs,
-                       vectorization_mode=vectorization_mode(env_spec), **kwargs)
+                       vectorization_mode=vectorization_mode(env_spec),
+                       wrappers=None if wrap is None else [wrap],
+                       **_env_kwargs(env_spec, render_mode))
     if seed is not None:
         env.action_space.seed(seed)
     return env
@@ -50,10 +75,27 @@ def make_vec_env(env_spec, seed: int | None = None, render_mode: str | None = No
 
 def make_env(env_spec, render_mode: str | None = None) -> gym.Env:
     """One (non-vector) env, for evaluation and rendering."""
-    kwargs: dict[str, Any] = dict(env_spec.kwargs)
-    if render_mode is not None:
-        kwargs["render_mode"] = render_mode
-    return gym.make(env_spec.id, **kwargs)
+    env = gym.make(env_spec.id, **_env_kwargs(env_spec, render_mode))
+    wrap = env_wrapper(env_spec, training=False)
+    return env if wrap is None else wrap(env)
+
+
+def records_games(env_spec) -> bool:
+    """Whether the training envs report whole games in ``info["episode"]`` (the Atari wrapper's
+    ``RecordEpisodeStatistics`` under episodic life and reward clipping): then the agents log
+    those games as ``train/episode_return`` / ``train/episode_length``, the real score, as
+    SB3's Monitor does, instead of the clipped returns of single lives."""
+    return getattr(env_spec, "wrapper", None) is not None
+
+
+def recorded_episodes(infos: dict) -> list[tuple[float, int]]:
+    """(return, length) of the episodes that ``RecordEpisodeStatistics`` closed on one vector
+    step (``infos["episode"]`` where ``infos["_episode"]``)."""
+    stats = infos.get("episode")
+    if stats is None:
+        return []
+    done = np.flatnonzero(infos.get("_episode", np.ones(len(stats["r"]), dtype=bool)))
+    return [(float(stats["r"][i]), int(stats["l"][i])) for i in done]
 
 
 class EpisodeTracker:

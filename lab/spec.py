@@ -28,12 +28,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class AtariWrapperSpec(_Strict):
+    """``env.wrapper: {type: atari}``: the standard Atari preprocessing (``envs.atari``) around
+    an ALE env; the defaults are SB3's ``AtariWrapper`` with a 4-frame stack. The training envs
+    get all of it; the env that evaluates and renders leaves out episodic life and reward
+    clipping, so it plays whole games and reports the real score."""
+
+    type: Literal["atari"] = "atari"
+    noop_max: int = Field(30, ge=0)  # 1..noop_max no-ops after each reset
+    frame_skip: int = Field(4, ge=1)  # the action repeated, max of the last two frames
+    screen_size: int = Field(84, ge=8)  # grayscale, resized to screen_size x screen_size
+    frame_stack: int = Field(4, ge=1)  # observation (frame_stack, screen_size, screen_size)
+    terminal_on_life_loss: bool = True  # episodic life (training)
+    clip_reward: bool = True  # reward -> sign(reward) (training)
+    fire_reset: bool = True  # press FIRE at the start of each life (games with FIRE)
+
+    def options(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"type"})
+
+
 class EnvSpec(_Strict):
     id: str
     num_envs: int = Field(1, ge=1, le=4096)
-    # auto: the env's numpy-vectorized entry point when it has one, else sync.
+    # auto: the env's numpy-vectorized entry point when it has one (and no wrapper), else sync.
     vectorization: Literal["auto", "sync", "async", "vector_entry_point"] = "auto"
     kwargs: dict[str, Any] = {}
+    # preprocessing around gym.make (agents.common.make_env / make_vec_env); None: the env as is
+    wrapper: AtariWrapperSpec | None = None
 
 
 class TrainSpec(_Strict):
@@ -208,6 +229,9 @@ def validate_spec(
         spec = Spec.model_validate(raw)
     except ValidationError as e:
         raise SpecError(_explain(e, Spec)) from None
+    if spec.env.wrapper is not None and spec.env.vectorization == "vector_entry_point":
+        raise SpecError("env.vectorization 'vector_entry_point' cannot be wrapped per env: with "
+                        "env.wrapper use auto, sync or async")
     if env_ids is not None and spec.env.id not in env_ids:
         raise SpecError(
             f"unknown env id {spec.env.id!r}{_did_you_mean(spec.env.id, env_ids)} "
@@ -286,6 +310,10 @@ def _submodel(annotation: Any, loc: tuple) -> type[BaseModel] | None:
 
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    models = [a for a in typing.get_args(annotation)
+              if isinstance(a, type) and issubclass(a, BaseModel)]
+    if len(models) == 1 and type(None) in typing.get_args(annotation):
+        return models[0]  # an optional model (``Model | None``): no union tag in the location
     for arg in typing.get_args(annotation):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             tag = arg.model_fields.get("type")
