@@ -21,6 +21,11 @@ transition: it is not stored and does not count as a step for any counter above.
 that ends an episode the returned observation is the true final one, so a truncated episode
 bootstraps from it and a terminated one does not.
 
+Images: conv bodies (``nature_cnn``, ``minatar_cnn``) get observations as stored, uint8 pixels
+scaled inside the body; envs that stack frames (the Atari wrapper) get the frame replay buffer
+(``agents/frame_replay.py``, each frame stored once) unless ``frame_replay`` says otherwise.
+With the Atari wrapper the logged episodes are whole games with the real score.
+
 Speed: the buffer lives in tensors on the device; with uniform replay a training phase draws all
 its batches at once, and (plain DQN) computes every target with one pass of the fixed target
 network; the loss is read back once per phase (``check_finite`` on the mean: if any step's loss
@@ -47,8 +52,18 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from agents.common import EpisodeTracker, log_episodes, make_env, make_vec_env, resolve_device
+from agents.common import (
+    EpisodeTracker,
+    log_episodes,
+    make_env,
+    make_vec_env,
+    recorded_episodes,
+    records_games,
+    resolve_device,
+)
+from agents.frame_replay import FrameReplayBuffer
 from agents.replay import ReplayBuffer
+from envs.atari import stacks_frames
 from lab.backbone import (
     DuelingQHead,
     MLPSpec,
@@ -111,6 +126,10 @@ class DQNConfig(BaseModel):
     per_alpha: float = Field(0.6, ge=0.0)
     per_beta: float = Field(0.4, ge=0.0, le=1.0)  # annealed linearly to 1 over total_timesteps
     per_eps: float = Field(1e-6, gt=0.0)
+    # Store each frame of stacked-frame observations once (agents/frame_replay.py: 1M Atari
+    # transitions in ~7.3 GB instead of ~56 GB). None: when the env stacks frames with
+    # gymnasium's FrameStackObservation (the Atari wrapper does).
+    frame_replay: bool | None = None
 
 
 # ---- pure math --------------------------------------------------------------------------------
@@ -178,6 +197,7 @@ class DQN:
         self.device = resolve_device(device)
         probe = make_env(env_spec)
         obs_space, act_space = probe.observation_space, probe.action_space
+        frame_stack = stacks_frames(probe)
         probe.close()
         if not isinstance(act_space, gym.spaces.Discrete):
             raise ValueError(f"DQN needs a Discrete action space, {env_spec.id} has {act_space}")
@@ -207,9 +227,16 @@ class DQN:
             self._np_layers = [(w.detach().numpy().T, b.detach().numpy(),
                                 None if act is None else type(act).__name__)
                                for w, b, act in self._layers]
+        # conv bodies take images as stored (uint8 pixels are scaled to [0, 1] inside them);
+        # MLPs and the fast path take floats
+        self._float_input = config.network.type == "mlp"
         self.optimizer = build_optimizer(self._params, config.optimizer, config.lr)
         self._optimizer_step = adam_step(self.optimizer)
-        self.buffer = ReplayBuffer(
+        frames = config.frame_replay if config.frame_replay is not None else frame_stack > 1
+        if frames and len(self.obs_shape) < 2:
+            raise ValueError(f"frame_replay needs stacked-frame observations, {env_spec.id} "
+                             f"has shape {self.obs_shape}")
+        self.buffer = (FrameReplayBuffer if frames else ReplayBuffer)(
             config.buffer_size, self.obs_shape, obs_space.dtype, num_envs=env_spec.num_envs,
             n_step=config.n_step, gamma=config.gamma, device=self.device,
             prioritized=config.prioritized, alpha=config.per_alpha, priority_eps=config.per_eps)
@@ -241,8 +268,12 @@ class DQN:
                 elif act == "Tanh":
                     np.tanh(x, out=x)
             return x.argmax(axis=1)
-        x = torch.as_tensor(obs, device=self.device).float()
+        x = self._input(torch.as_tensor(obs, device=self.device))
         return self.q_net(x).argmax(dim=1).cpu().numpy()
+
+    def _input(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations as the Q-network takes them: floats for MLPs, as stored for convs."""
+        return obs.float() if self._float_input else obs
 
     def _epsilon_greedy(self, obs: np.ndarray, eps: float) -> np.ndarray:
         n = len(obs)
@@ -273,6 +304,7 @@ class DQN:
         self._tracker = EpisodeTracker(self._env.num_envs)
         self._resetting = np.zeros(self._env.num_envs, dtype=bool)
         self._last_return = float("nan")
+        self._games = records_games(self.env_spec)  # log whole games, not lives
 
     def learn(self, total_steps: int, logger, checkpointer=None, progress=None) -> DQN:
         cfg = self.config
@@ -295,8 +327,10 @@ class DQN:
                 actions = self.rng.integers(self.n_actions, size=num_envs)
             else:
                 actions = self._epsilon_greedy(obs, self.exploration_rate)
-            next_obs, rewards, terminated, truncated, _ = env.step(actions)
+            next_obs, rewards, terminated, truncated, infos = env.step(actions)
             finished = tracker.step(rewards, terminated, truncated)
+            if self._games:
+                finished = recorded_episodes(infos)
             if finished:
                 log_episodes(logger, finished, self.num_timesteps)
                 self._last_return = finished[-1][0]
@@ -379,7 +413,7 @@ class DQN:
                 batches = [data.rows(i * size, (i + 1) * size) for i in range(gradient_steps)]
             if fixed_targets:  # nor does the target network: one pass gives every target
                 targets = td_target(data.rewards, data.discounts, data.dones,
-                                    self._next_values(data.next_obs.float()))
+                                    self._next_values(self._input(data.next_obs)))
                 targets = (targets[:, None] if fast else targets).split(size)
             if fast:  # per-batch inputs of the hand-written step, sliced from the whole phase's
                 obs_b = data.obs.float().split(size)
@@ -399,7 +433,7 @@ class DQN:
                 target = targets[i]
             else:
                 target = td_target(batch.rewards, batch.discounts, batch.dones,
-                                   self._next_values(batch.next_obs.float()))
+                                   self._next_values(self._input(batch.next_obs)))
             if fast:
                 with torch.no_grad():
                     if uniform:
@@ -417,7 +451,7 @@ class DQN:
                     mlp_backward(self._layers, kept, one_hot * d_q)  # d loss / d out
                     q, target = q.squeeze(1), target.squeeze(1)
             else:
-                q = self.q_net(batch.obs.float()).gather(1, batch.actions[:, None]).squeeze(1)
+                q = self.q_net(self._input(batch.obs)).gather(1, batch.actions[:, None]).squeeze(1)
                 loss = q_loss(q, target, cfg.loss, batch.weights)
                 for p in params:
                     p.grad = None  # what zero_grad(set_to_none=True) does, without its overhead
