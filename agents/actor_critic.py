@@ -40,6 +40,8 @@ from agents.common import (
     log_episodes,
     make_env,
     make_vec_env,
+    recorded_episodes,
+    records_games,
     resolve_device,
 )
 from agents.rollout import RolloutBuffer, RunningMeanStd, explained_variance
@@ -132,7 +134,8 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
 
 class ActorCritic(nn.Module):
     """Separate policy and value branches from ``lab.backbone``: body -> head, or with an LSTM
-    obs -> LSTM -> MLP body -> head (conv bodies: body -> LSTM -> head).
+    obs -> LSTM -> MLP body -> head (conv bodies: body -> LSTM -> head). ``share_body``: one
+    body under both heads (computed once per forward), as SB3's CnnPolicy.
 
     ``forward(obs, state, episode_starts) -> (policy_out, values, state)``: ``obs`` is
     ``(N, *obs_shape)``, or ``(T, B, *obs_shape)`` for a recurrent net; ``policy_out`` is logits
@@ -140,7 +143,8 @@ class ActorCritic(nn.Module):
     """
 
     def __init__(self, obs_shape: tuple[int, ...], action_space: spaces.Space, network,
-                 lstm_hidden: int | None = None, log_std_init: float = 0.0):
+                 lstm_hidden: int | None = None, log_std_init: float = 0.0,
+                 share_body: bool = False):
         super().__init__()
         self.recurrent = lstm_hidden is not None
         self.pi_lstm = self.vf_lstm = None
@@ -153,7 +157,9 @@ class ActorCritic(nn.Module):
             self.vf_lstm = LSTMCore(math.prod(obs_shape), lstm_hidden, init=network.init)
             obs_shape = (lstm_hidden,)
         self.pi_body = build_body(network, obs_shape)
-        self.vf_body = build_body(network, obs_shape)
+        # share_body: one body feeds both heads (SB3's CnnPolicy shares its NatureCNN)
+        self.shared = share_body
+        self.vf_body = self.pi_body if share_body else build_body(network, obs_shape)
         features = self.pi_body.out_dim
         if self.recurrent and not self.lstm_first:
             self.pi_lstm = LSTMCore(features, lstm_hidden, init=network.init)
@@ -187,6 +193,15 @@ class ActorCritic(nn.Module):
         return self.vf_head(x), state
 
     def forward(self, obs, state=None, episode_starts=None):
+        if self.shared and not self.lstm_first:  # the shared body runs once
+            x = self.pi_body(obs)
+            pi_state, vf_state = (None, None) if state is None else state
+            x_pi, x_vf = x, x
+            if self.recurrent:
+                x_pi, pi_state = self.pi_lstm(x, pi_state, episode_starts)
+                x_vf, vf_state = self.vf_lstm(x, vf_state, episode_starts)
+            return (self.pi_head(x_pi), self.vf_head(x_vf),
+                    (pi_state, vf_state) if self.recurrent else None)
         pi_state, vf_state = (None, None) if state is None else state
         policy_out, pi_state = self.policy(obs, pi_state, episode_starts)
         values, vf_state = self.value(obs, vf_state, episode_starts)
@@ -313,6 +328,9 @@ class _OnPolicyConfig(BaseModel):
     network: NetworkSpec = Field(default_factory=_default_network)
     optimizer: OptimizerSpec
     lstm: bool = False  # an LSTM between body and head (both branches)
+    # one body for the policy and value heads (SB3's CnnPolicy shares its NatureCNN); false:
+    # separate bodies (SB3's MlpPolicy)
+    share_body: bool = False
     lstm_hidden: int = Field(64, ge=1)
     log_std_init: float = 0.0  # Box action spaces: the Gaussian's initial log std
     # SB3's VecNormalize (rl-zoo3's ``normalize: true`` is both): observations centred and
@@ -377,11 +395,12 @@ class _OnPolicyAgent:
             self.model = ActorCritic(self.observation_space.shape, self.action_space,
                                      self.config.network,
                                      self.config.lstm_hidden if self.config.lstm else None,
-                                     self.config.log_std_init).to(self.device)
+                                     self.config.log_std_init,
+                                     self.config.share_body).to(self.device)
         self._params = list(self.model.parameters())
         m = self.model
         self._layers = None  # (policy layers, value layers) of the analytic fast path
-        if ANALYTIC_GRADS and m.discrete and not m.recurrent:
+        if ANALYTIC_GRADS and m.discrete and not m.recurrent and not m.shared:
             pi, vf = mlp_layers(m.pi_body, m.pi_head.linear), mlp_layers(m.vf_body,
                                                                           m.vf_head.linear)
             if pi is not None and vf is not None:
@@ -410,6 +429,7 @@ class _OnPolicyAgent:
         self._tracker = EpisodeTracker(n)
         self._episode_starts = np.ones(n, dtype=bool)
         self._state = None  # the recurrent state, None = zeros
+        self._games = records_games(self.env_spec)  # log whole games, not lives
         act = self.action_space
         self.buffer = RolloutBuffer(self.config.n_steps, n, self.observation_space.shape,
                                     self.observation_space.dtype, act.shape,
@@ -442,10 +462,12 @@ class _OnPolicyAgent:
                         self._episode_starts)
                 if self._act_low is not None:
                     actions = np.clip(actions, self._act_low, self._act_high)
-                obs, rewards, terminated, truncated, _ = env.step(actions)
+                obs, rewards, terminated, truncated, infos = env.step(actions)
                 self._obs = self._normalize_obs(obs, update=True)
                 self.num_timesteps += env.num_envs
                 ended = tracker.step(rewards, terminated, truncated)
+                if self._games:
+                    ended = recorded_episodes(infos)
                 if self.ret_rms is not None:
                     rewards = self._normalize_reward(rewards, terminated | truncated,
                                                      tracker.valid)
