@@ -70,6 +70,7 @@ class SB3DQNConfig(DQNConfig):
     double_q: Literal[False] = False
     dueling: Literal[False] = False
     prioritized: Literal[False] = False
+    frame_replay: Literal[False] | None = None  # SB3's own buffer stores what it is given
 
     @field_validator("network")
     @classmethod
@@ -78,11 +79,12 @@ class SB3DQNConfig(DQNConfig):
 
 
 class _SB3OnPolicy(BaseModel):
-    """What SB3's A2C and PPO lack of ours: no LSTM option; a plain MLP, orthogonal
-    (ortho_init) or torch's default init."""
+    """What SB3's A2C and PPO lack of ours: no LSTM option, no shared body; a plain MLP,
+    orthogonal (ortho_init) or torch's default init."""
 
     network: MLPSpec = Field(default_factory=_default_network)
     lstm: Literal[False] = False
+    share_body: Literal[False] = False  # separate pi / vf MLPs, as SB3's MlpPolicy
 
     @field_validator("network")
     @classmethod
