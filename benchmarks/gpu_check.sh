@@ -4,6 +4,7 @@
 #   benchmarks/gpu_check.sh rl         # only DQN and PPO on CartPole, cuda vs cpu
 #   benchmarks/gpu_check.sh generative # PixelCNN, VAE, GAN: one epoch, cuda (fp32/bf16/fp16) vs cpu
 #   benchmarks/gpu_check.sh alphazero  # 9x9 AlphaZero self-play + training, cuda vs cpu
+#   benchmarks/gpu_check.sh pixels     # Pong DQN, cuda vs cpu; torchrun with nccl on 2+ GPUs
 # Sections print steps/s on cuda next to the cpu figure from the same machine and run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,8 +51,30 @@ section_alphazero() {
   done
 }
 
+section_pixels() {
+  python -c 'import torch; assert torch.cuda.is_available(), "this section needs a GPU"'
+  # pong-dqn with training from step 1000 (the preset waits 1e5 random steps first): about two
+  # minutes on cuda, a short run on cpu; an env step is 4 Atari frames (frame skip 4)
+  for run in "cuda 30000" "cpu 3000"; do
+    set -- $run
+    timeout 150 lab train pong-dqn agent.learning_starts=1000 train.steps="$2" \
+      train.eval_episodes=1 train.gif_max_frames=10 --device "$1" --no-progress \
+      --tracking-uri "$store" | grep "steps/s" | sed "s/^/$1: /" || true
+  done
+  echo "(frames/s = 4 x steps/s)"
+  gpus=$(python -c 'import torch; print(torch.cuda.device_count())')
+  if [ "$gpus" -gt 1 ]; then
+    # the data-parallel test's run on nccl: two ranks, one mlflow run
+    timeout 120 torchrun --standalone --nproc-per-node 2 -m lab train digits-vae \
+      train.epochs=10 train.final_eval=none --device cuda --no-progress \
+      --tracking-uri "$store" | grep "examples/s" | sed "s/^/nccl x2: /" || true
+  else
+    echo "one GPU: the nccl torchrun check needs two"
+  fi
+}
+
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(rl generative alphazero)
+[ ${#sections[@]} -eq 0 ] && sections=(rl generative alphazero pixels)
 for s in "${sections[@]}"; do
   echo "== section $s"
   "section_$s"
