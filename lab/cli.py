@@ -13,7 +13,29 @@ import sys
 from lab.spec import SpecError
 
 EPILOG = ("Examples:\n  lab train cartpole-dqn agent.lr=1e-3 --seeds 0-4\n  lab compare --group G\n"
+          "  lab sweep cartpole-ppo --grid agent.lr=1e-3,3e-4 --seeds 0-2\n"
           "  lab train digits-vae\n  lab sample RUN_ID --n 64 --out grid.png")
+
+SWEEP_HELP = """\
+Trials of PRESET (with its key=value overrides) on Ray Tune, one CPU each: local Ray with this
+machine's CPUs, or the cluster at --address / $RAY_ADDRESS. Every trial is an mlflow run tagged
+group=NAME and sweep=NAME (lab compare --group NAME). With a SQLite store each trial writes a
+private store and this process alone copies the runs into the main one; on a multi-node
+cluster use an mlflow server (--tracking-uri http://HOST:5000). A failed trial is shown as
+FAILED and the others go on; --resume NAME runs the trials with no FINISHED run. At the end: a
+table of the trials and the best configuration as a preset (runs/sweeps/NAME/best.yaml).
+Exit 0: all trials finished; 1: some failed; 2: bad input (nothing written).
+Needs Ray Tune: pip install -e ".[distributed]"."""
+
+SWEEP_EPILOG = """\
+Examples:
+  lab sweep cartpole-ppo --grid agent.lr=1e-3,3e-4 --grid agent.n_epochs=10,20 --seeds 0-2
+  lab sweep cartpole-ppo train.steps=50000 --grid agent.lr=3e-3,1e-3,3e-4,1e-4 \\
+      --grid agent.gamma=0.95,0.98,0.99 --search random --trials 5
+  lab sweep cartpole-ppo --grid agent.lr=3e-3,1e-3,3e-4,1e-4 --search optuna --trials 8
+  lab sweep --resume cartpole-ppo-sweep-20250101-120000
+  lab sweep cartpole-dqn --grid agent.lr=1e-4,3e-4 --address ray://head:10001 \\
+      --tracking-uri http://mlflow-host:5000"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +96,41 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=["table", "markdown", "csv"], default="table",
                    help="how to print the comparison (default: a table)")
     store(c)
+
+    w = sub.add_parser("sweep", help="a grid or search of a preset's trials on Ray Tune",
+                       description=SWEEP_HELP, epilog=SWEEP_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("preset", nargs="?", help="RL preset name (see `lab list`) or a YAML file")
+    w.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="fixed overrides for every trial, e.g. train.steps=50000")
+    w.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                   help="values of one dotted key (repeat for more keys); grid search crosses "
+                        "them all; commas inside [..] stay: agent.network.hidden=[64,64],[128]")
+    w.add_argument("--seeds", default=None, help="cross every configuration with these seeds, "
+                                                 "e.g. 0-4 or 0,3,7")
+    w.add_argument("--search", choices=["grid", "random", "optuna"], default=None,
+                   help="grid (default): every combination; random: --trials combinations "
+                        "drawn from the grid; optuna: Optuna TPE over the --grid values "
+                        "(pip install optuna)")
+    w.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="random / optuna: how many trials")
+    w.add_argument("--metric", default="eval/return_mean",
+                   help="what picks the best (default: eval/return_mean, the final value)")
+    w.add_argument("--mode", choices=["max", "min"], default="max")
+    w.add_argument("--name", default=None,
+                   help="the sweep's name and group tag (default: PRESET-sweep-TIMESTAMP)")
+    w.add_argument("--resume", metavar="SWEEP", default=None,
+                   help="continue SWEEP: run its trials that have no FINISHED run")
+    w.add_argument("--address", default=None,
+                   help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    w.add_argument("--max-concurrent", type=int, default=None, metavar="K",
+                   help="at most K trials at once (default: as many as CPUs)")
+    w.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="cuda: each trial gets one GPU from Ray (default auto: the CPU, as "
+                        "Ray hides GPUs from trials that asked for none)")
+    w.add_argument("--tracking-uri", default=None,
+                   help="mlflow store (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
+    w.add_argument("--experiment", default=None, help="mlflow experiment (default: lab)")
 
     q = sub.add_parser("quickstart", help="the main job: DQN, PPO and SB3 PPO on CartPole")
     q.add_argument("--no-progress", action="store_true")
@@ -165,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             from lab import go_commands
 
             return getattr(go_commands, f"run_{args.go_command}")(args)
+        if args.command == "sweep":
+            from lab import sweep
+
+            return sweep.run_sweep_command(args)
         return getattr(commands, f"run_{args.command}")(args)
     except SpecError as e:
         print(f"lab {args.command}: error: {e}", file=sys.stderr)
