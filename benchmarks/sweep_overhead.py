@@ -75,7 +75,7 @@ def main() -> None:
 
     import ray
 
-    from lab import sweep
+    from lab import sweep_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
@@ -84,7 +84,7 @@ def main() -> None:
 
         Tracker(uri, "bench-sequential")  # the store's migrations, outside every leg
         Tracker(uri, "bench-ray")
-        sweep._ensure_template()
+        sweep_ray._ensure_template()
         print(f"{args.trials} x {args.preset} {' '.join(overrides) or '(preset steps)'}, "
               f"{args.cpus} CPUs for Ray, {args.concurrent} trials at once; "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)

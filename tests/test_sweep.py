@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import sweep
+from lab import sweep, sweep_ray
 from lab.cli import main
 from lab.tracking import Tracker
 
@@ -38,7 +38,7 @@ def ray_local():
 @pytest.fixture
 def sweep_store(store, _migrated_store) -> str:
     """The test's store, plus the migrated empty store that private trial stores copy."""
-    template = sweep.template_store()
+    template = sweep_ray.template_store()
     template.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(_migrated_store, template)
     return store
@@ -46,7 +46,7 @@ def sweep_store(store, _migrated_store) -> str:
 
 def sweep_runs(store: str, name: str):
     tracker = Tracker(store)
-    return tracker.client, sweep.sweep_runs(tracker.client, tracker.experiment_id, name)
+    return tracker.client, sweep_ray.sweep_runs(tracker.client, tracker.experiment_id, name)
 
 
 def history(client, run_id: str, key: str):
@@ -141,7 +141,7 @@ def test_a_run_that_died_mid_training_is_copied_whole_and_marked_failed(_migrate
         src.logger.log({"train/episode_return": float(step), "loss/value": 1.0 / step}, step)
     src.logger.flush()  # and then the process died: the run stays RUNNING
     dst = Tracker(store)
-    run_id = sweep.copy_run(f"sqlite:///{private}", dst, {"sweep.slug": "t000"})
+    run_id = sweep_ray.copy_run(f"sqlite:///{private}", dst, {"sweep.slug": "t000"})
     run = dst.client.get_run(run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["sweep.slug"] == "t000" and run.data.params["agent.lr"] == "0.001"
@@ -186,7 +186,7 @@ def test_bad_input_exits_2_with_one_line_before_ray_and_writes_nothing(
     def no_ray(*a, **k):
         raise AssertionError("Ray started on bad input")
 
-    monkeypatch.setattr(sweep, "_start_ray", no_ray)
+    monkeypatch.setattr(sweep_ray, "_start_ray", no_ray)
     before = files_under(tmp_path)
     db = (tmp_path / "runs" / "mlflow.db").read_bytes()
     assert main(["sweep", *argv, "--tracking-uri", store]) == 2
