@@ -43,10 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def store(sp):
+    def store(sp, experiment: str = "lab"):
         sp.add_argument("--tracking-uri", default=None,
                         help="mlflow store (default: $MLFLOW_TRACKING_URI or sqlite:///runs/mlflow.db)")
-        sp.add_argument("--experiment", default="lab", help="mlflow experiment (default: lab)")
+        sp.add_argument("--experiment", default=experiment,
+                        help=f"mlflow experiment (default: {experiment})")
 
     sub.add_parser("list", help="presets, env ids and agents")
 
@@ -163,8 +164,7 @@ def _go_parser(sub, store) -> None:
     m.add_argument("--games", type=int, default=10)
     m.add_argument("--seconds-per-move", type=float, default=None)
     board(m)
-    store(m)
-    m.set_defaults(experiment="go-match")
+    store(m, "go-match")
 
     lad = gsub.add_parser(
         "ladder", help="round robin of several players -> Elo ratings with 95% intervals",
@@ -187,8 +187,7 @@ def _go_parser(sub, store) -> None:
     lad.add_argument("--sgf-dir", default=None, metavar="DIR",
                      help="also write the games' SGFs here (they are run artifacts anyway)")
     board(lad)
-    store(lad)
-    lad.set_defaults(experiment="go-ladder")
+    store(lad, "go-ladder")
 
     pl = gsub.add_parser("play", help="play against a player in a pygame window")
     pl.add_argument("--opponent", default="mcts:playouts=5000", help="player spec")
