@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -134,38 +133,69 @@ def self_play(net: PolicyValueNet, cfg: AlphaZeroConfig, *, size: int, komi: flo
             "winner": winner, "length": len(pos.moves)}
 
 
-def _match(a: PolicyValueNet, b: PolicyValueNet, cfg: AlphaZeroConfig, *, size: int,
-           komi: float, seed: int, device) -> float:
-    """A's share of wins against B over ``eval_games`` games of MCTS without noise."""
+def _win_rate(make_a: Callable[[int], Callable], make_b: Callable[[int], Callable], games: int,
+              *, size: int, komi: float) -> float:
+    """A's share of wins over ``games`` games, colours alternating (A is Black in the even
+    games); ``make_a(g)`` and ``make_b(g)`` give game g's players."""
     from envs.go.arena import play_game
 
     wins = 0
-    for g in range(cfg.eval_games):
-        pa = SearchSampler(a, cfg, size=size, seed=seed + 2 * g, noise=False,
-                           random_moves=cfg.eval_random_moves, device=device)
-        pb = SearchSampler(b, cfg, size=size, seed=seed + 2 * g + 1, noise=False,
-                           random_moves=cfg.eval_random_moves, device=device)
+    for g in range(games):
+        pa, pb = make_a(g), make_b(g)
         a_black = g % 2 == 0
         rec = play_game(pa if a_black else pb, pb if a_black else pa, size=size, komi=komi)
         wins += (rec.winner == BLACK) == a_black
-    return wins / cfg.eval_games
+    return wins / games
+
+
+def _match(a: PolicyValueNet, b: PolicyValueNet, cfg: AlphaZeroConfig, *, size: int,
+           komi: float, seed: int, device) -> float:
+    """A's share of wins against B over ``eval_games`` games of MCTS without noise."""
+    def searcher(net, offset):
+        return lambda g: SearchSampler(net, cfg, size=size, seed=seed + 2 * g + offset,
+                                       noise=False, random_moves=cfg.eval_random_moves,
+                                       device=device)
+
+    return _win_rate(searcher(a, 0), searcher(b, 1), cfg.eval_games, size=size, komi=komi)
 
 
 def _policy_vs_random(net: PolicyValueNet, games: int, *, size: int, komi: float, seed: int,
                       device) -> float:
     """The greedy policy alone (no search) against the uniformly random player."""
     from agents.alphago_play import PolicyPlayer
-    from envs.go.arena import play_game
     from envs.go.env import RandomPlayer
 
     me = PolicyPlayer(net.policy, greedy=True, device=device)
-    wins = 0
-    for g in range(games):
-        rnd = RandomPlayer(seed=seed + g)
-        black = g % 2 == 0
-        rec = play_game(me if black else rnd, rnd if black else me, size=size, komi=komi)
-        wins += (rec.winner == BLACK) == black
-    return wins / games
+    return _win_rate(lambda g: me, lambda g: RandomPlayer(seed=seed + g), games, size=size,
+                     komi=komi)
+
+
+class _Window:
+    """The replay window: the last ``capacity`` positions (features, visit distribution,
+    outcome) in preallocated ring arrays, indexed oldest first."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.size, self.next = capacity, 0, 0
+        self.x = self.pi = self.z = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def extend(self, x: np.ndarray, pi: np.ndarray, z: np.ndarray) -> None:
+        x, pi, z = x[-self.capacity:], pi[-self.capacity:], z[-self.capacity:]
+        if self.x is None:
+            self.x = np.zeros((self.capacity,) + x.shape[1:], x.dtype)
+            self.pi = np.zeros((self.capacity,) + pi.shape[1:], pi.dtype)
+            self.z = np.zeros(self.capacity, z.dtype)
+        slots = (self.next + np.arange(len(z))) % self.capacity
+        self.x[slots], self.pi[slots], self.z[slots] = x, pi, z
+        self.next = int((self.next + len(z)) % self.capacity)
+        self.size = min(self.size + len(z), self.capacity)
+
+    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The positions at ``idx`` (0 = the oldest kept)."""
+        slots = (self.next - self.size + idx) % self.capacity
+        return self.x[slots], self.pi[slots], self.z[slots]
 
 
 def train_alphazero(spec: AlphaZeroSpec, *, logger=None, device: str = "auto",
@@ -183,7 +213,7 @@ def train_alphazero(spec: AlphaZeroSpec, *, logger=None, device: str = "auto",
     best = copy.deepcopy(latest).eval()
     initial = copy.deepcopy(latest).eval()
     optimizer = torch.optim.Adam(latest.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    window: deque = deque(maxlen=cfg.window)
+    window = _Window(cfg.window)
     generation = 0
     metrics = {"az/policy_win_rate_vs_random": _policy_vs_random(  # the untrained start
         best, cfg.eval_games, size=n, komi=spec.komi, seed=cfg.seed, device=dev)}
@@ -195,25 +225,24 @@ def train_alphazero(spec: AlphaZeroSpec, *, logger=None, device: str = "auto",
         for _ in range(cfg.games_per_iteration):
             game = self_play(best, cfg, size=n, komi=spec.komi, seed=int(rng.integers(2**31)),
                              device=dev)
-            window.extend(zip(game["x"], game["pi"], game["z"], strict=True))
+            window.extend(game["x"], game["pi"], game["z"])
             lengths.append(game["length"])
             black_wins += game["winner"] == BLACK
             positions += len(game["z"])
         t_play = time.perf_counter() - t0
         latest.train()
-        p_loss = v_loss = 0.0
+        losses = torch.zeros(2, device=dev)  # read back once per iteration, not per step
         for _ in range(cfg.train_steps):
             idx = rng.integers(len(window), size=min(cfg.train_batch, len(window)))
-            x = torch.as_tensor(np.stack([window[i][0] for i in idx]), device=dev).float()
-            pi = torch.as_tensor(np.stack([window[i][1] for i in idx]), device=dev)
-            z = torch.as_tensor(np.array([window[i][2] for i in idx]), device=dev)
+            x, pi, z = (torch.as_tensor(a, device=dev) for a in window.rows(idx))
+            x = x.float()
             x, pi = random_symmetries(x, pi, gen)
             lp, lv = alphazero_loss(*latest(x), pi, z)
             optimizer.zero_grad(set_to_none=True)
             (lp + lv).backward()
             optimizer.step()
-            p_loss += lp.item() / cfg.train_steps
-            v_loss += lv.item() / cfg.train_steps
+            losses += torch.stack([lp.detach(), lv.detach()])
+        p_loss, v_loss = (losses / cfg.train_steps).tolist()
         latest.eval()
         metrics = {"az/policy_loss": p_loss, "az/value_loss": v_loss,
                    "az/window": float(len(window)), "az/game_length": float(np.mean(lengths)),
