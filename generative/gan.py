@@ -16,6 +16,12 @@ Logits go through ``binary_cross_entropy_with_logits`` / softplus, so autocast i
 Options: spectral norm on D's layers (``torch.nn.utils.parametrizations``; it replaces D's
 batch norm), separate learning rates for D and G (TTUR, Heusel et al. 2017). G ends in tanh
 and D reads images in [-1, 1]; ``sample`` maps back to [0, 1].
+
+``augment``: DiffAugment (Zhao et al. 2020), the limited-data remedy: D sees every image, real
+and fake, in both players' steps, through the same random differentiable transforms
+(``translation`` by up to 1/8 of the size, ``cutout`` of a half-size square), so it cannot
+memorize a few thousand training digits and G's gradients still flow through the transform.
+G's samples themselves are never augmented.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class GANConfig(BaseModel):
     optimizer: OptimizerSpec = OptimizerSpec(betas=(0.5, 0.999))  # DCGAN's Adam betas
     lr_g: float = Field(2e-4, gt=0)
     lr_d: float = Field(2e-4, gt=0)  # TTUR: e.g. lr_d=4e-4, lr_g=1e-4
+    augment: list[Literal["translation", "cutout"]] = []  # DiffAugment before every D call
 
 
 # --- the losses, as pure functions ---------------------------------------------------------
@@ -72,6 +79,59 @@ def g_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Ten
     if kind == "minimax":
         return -F.softplus(fake_logits).mean()
     raise ValueError(f"unknown generator loss {kind!r} (valid: non_saturating, minimax)")
+
+
+# --- DiffAugment: differentiable transforms of D's inputs (images in [-1, 1]) ---------------
+
+BACKGROUND = -1.0  # what translation shifts in and cutout leaves: black, the digits' background
+
+
+def translate(x: torch.Tensor, generator: torch.Generator | None, ratio: float = 0.125
+              ) -> torch.Tensor:
+    """Shift each image by its own random (dy, dx), |d| <= ratio * size, filling with
+    BACKGROUND; a gather, so gradients reach x."""
+    b, _, h, w = x.shape
+    sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = _randint(-sy, sy + 1, b, generator, x.device)
+    dx = _randint(-sx, sx + 1, b, generator, x.device)
+    padded = F.pad(x, [sx, sx, sy, sy], value=BACKGROUND)
+    rows = torch.arange(h, device=x.device) + sy - dy[:, None]  # output row r reads r - dy
+    cols = torch.arange(w, device=x.device) + sx - dx[:, None]
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (b, h, w, c)
+    return out.permute(0, 3, 1, 2)
+
+
+def cutout(x: torch.Tensor, generator: torch.Generator | None, ratio: float = 0.5
+           ) -> torch.Tensor:
+    """Set a (ratio * H, ratio * W) square centred anywhere in each image to BACKGROUND."""
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    top = _randint(0, h + (1 - ch % 2), b, generator, x.device) - ch // 2
+    left = _randint(0, w + (1 - cw % 2), b, generator, x.device) - cw // 2
+    r = torch.arange(h, device=x.device)[None, :, None]
+    c = torch.arange(w, device=x.device)[None, None, :]
+    inside = ((r >= top[:, None, None]) & (r < (top + ch)[:, None, None])
+              & (c >= left[:, None, None]) & (c < (left + cw)[:, None, None]))
+    return x.masked_fill(inside[:, None], BACKGROUND)
+
+
+AUGMENTS = {"translation": translate, "cutout": cutout}
+
+
+def diff_augment(x: torch.Tensor, policy: list[str], generator: torch.Generator | None
+                 ) -> torch.Tensor:
+    for name in policy:
+        x = AUGMENTS[name](x, generator)
+    return x
+
+
+def _randint(low: int, high: int, n: int, generator: torch.Generator | None,
+             device: torch.device) -> torch.Tensor:
+    if generator is None:
+        return torch.randint(low, high, (n,), device=device)
+    return torch.randint(low, high, (n,), generator=generator,
+                         device=generator.device).to(device)
 
 
 # --- networks ------------------------------------------------------------------------------
@@ -169,12 +229,13 @@ class GAN(nn.Module):
         real = 2.0 * batch - 1.0
         z = randn_from((len(batch), self.cfg.latent_dim), ctx.generator, batch.device)
         fake = self.generator(z)
-        real_logits = self.discriminator(real)
-        fake_logits = self.discriminator(fake.detach())
+        aug = lambda x: diff_augment(x, self.cfg.augment, ctx.generator)  # noqa: E731
+        real_logits = self.discriminator(aug(real))
+        fake_logits = self.discriminator(aug(fake.detach()))
         loss_d = d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
         ctx.step("d", loss_d)
         with frozen(self.discriminator):
-            loss_g = g_loss(self.discriminator(fake), self.cfg.g_loss)
+            loss_g = g_loss(self.discriminator(aug(fake)), self.cfg.g_loss)
         ctx.step("g", loss_g)
         return {"d_loss": loss_d.item(), "g_loss": loss_g.item(),
                 "d_real": torch.sigmoid(real_logits.detach().float()).mean().item(),

@@ -103,6 +103,7 @@ class TrainerSpec(_Strict):
     grad_clip: float | None = Field(None, gt=0)  # max global grad norm per optimizer
     ema: float | None = Field(None, gt=0, lt=1)  # EMA decay; the EMA weights evaluate and sample
     compile: bool = False  # torch.compile each of the model's compile_targets
+    channels_last: bool = False  # NHWC weights: oneDNN's fast conv path (bf16 on AMX CPUs)
     schedule: Literal["constant", "cosine", "linear"] = "constant"  # per optimizer, per batch
     warmup_steps: int = Field(0, ge=0)
     eval_every: int = Field(1, ge=0)  # epochs between test-split evaluations; 0 = at the end

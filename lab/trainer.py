@@ -8,6 +8,7 @@ and ``ctx.step`` does the backward, gradient clipping, the optimizer step and th
 What the trainer adds around the model, each optional from ``TrainerSpec``:
 - device ``auto`` (cuda, then mps, then cpu); ``torch.autocast`` in bf16 or fp16 (fp16 with a
   GradScaler, CUDA only); ``torch.compile`` of each of the model's ``compile_targets``;
+  channels-last (NHWC) weights, which with bf16 put convolutions on oneDNN's fast path;
 - an EMA copy of the weights (``torch.optim.swa_utils.AveragedModel``) that evaluates and
   samples; learning-rate schedules (warmup, then constant, linear or cosine) per optimizer;
 - atomic checkpoints at each epoch's end (and every N batches) holding everything needed to
@@ -186,6 +187,8 @@ class Trainer:
         self.is_main = self.rank == 0
         self._check_precision()
         self.model = model.to(self.device)
+        if cfg.channels_last:  # NHWC weights make every conv output NHWC: no input change
+            self.model.to(memory_format=torch.channels_last)
         self.optimizers = model.configure_optimizers()
         self._params = {name: [p for g in opt.param_groups for p in g["params"]]
                         for name, opt in self.optimizers.items()}

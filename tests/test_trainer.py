@@ -214,6 +214,36 @@ def test_bf16_autocast_runs_on_the_cpu_and_keeps_fp32_weights():
     assert all(math.isfinite(v) for _, v in log.series("test/nll_nats"))
 
 
+def test_channels_last_keeps_the_numbers_and_stores_conv_weights_nhwc(tmp_path):
+    """channels_last is a memory layout only: the same seeds give the same losses (to float
+    rounding), the conv weights are NHWC, and a checkpoint reloads into a plain model."""
+    from generative.pixelcnn import PixelCNNConfig
+    from generative.pixelcnn import build as build_pixelcnn
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand(64, 1, 8, 8, generator=g)
+    data = ImageData("toy", train, train[:16], torch.zeros(64, dtype=torch.long),
+                     torch.zeros(16, dtype=torch.long), torch.bernoulli(train[:16], generator=g))
+    runs = {}
+    for layout in (False, True):
+        cfg = TrainerSpec(epochs=2, batch_size=16, channels_last=layout)
+        torch.manual_seed(0)
+        model = build_pixelcnn(PixelCNNConfig(channels=8, layers=1, output_channels=8,
+                                              first_kernel=3), (1, 8, 8))
+        log = ListLogger()
+        trainer = Trainer(model, cfg, device="cpu", logger=log,
+                          checkpoint_dir=tmp_path / str(layout))
+        trainer.fit(batch_fn(data, cfg), len(data.train))
+        runs[layout] = [v for _, v in log.series("train/loss")]
+        conv = model.net.blocks[0].net[3].weight  # 8 -> 8 channels, 3x3: the layouts differ
+        assert conv.is_contiguous(memory_format=torch.channels_last) == layout
+    assert runs[True] == pytest.approx(runs[False], rel=1e-4)
+    state = load(tmp_path / "True" / "checkpoint.pt")
+    plain = build_pixelcnn(PixelCNNConfig(channels=8, layers=1, output_channels=8,
+                                          first_kernel=3), (1, 8, 8))
+    plain.load_state_dict(state["model"])
+
+
 def test_fp16_off_cuda_is_a_spec_error():
     with pytest.raises(SpecError, match="fp16 needs a CUDA device"):
         Trainer(Linear1(), TrainerSpec(epochs=1, precision="fp16"), device="cpu")
