@@ -4,8 +4,10 @@ speed: our DQN and PPO (presets ``minatar-breakout-dqn`` / ``-ppo``) and Stable-
 DQN with the same settings (the same network, built by ``lab.backbone`` and handed to SB3 as
 its features extractor; centered RMSProp, buffer, schedule, target updates, Huber loss, no
 gradient clipping) for a fixed number of frames each, one after the other in this process with
-one torch thread. Reports frames per second of ``learn`` alone and the mean return of the last
-100 training episodes (a short run: speed, not learning, is what this measures).
+one torch thread. Reports frames per second of ``learn`` alone, the mean return of the last
+100 training episodes and, with ``--eval-episodes N``, the greedy policy's mean return over N
+fresh episodes (``agents.common.evaluate``, the same function for ours and SB3's). With the
+default 50k frames this measures speed; ``--frames 1000000`` is the 1M-frame learning run.
 
 memory: a 1M-transition ``FrameReplayBuffer`` of Atari observations (4, 84, 84) uint8,
 allocated and filled with 1M transitions (episodes of 1,000 steps, non-zero frames), its
@@ -13,6 +15,7 @@ resident size (VmRSS growth) against the naive layout's computed size (obs and n
 
     python benchmarks/pixels.py                          # both, 50k frames per agent
     python benchmarks/pixels.py --only speed --frames 20000
+    python benchmarks/pixels.py --only speed --frames 1000000 --eval-episodes 20
     python benchmarks/pixels.py --only memory --transitions 200000
 """
 
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 
 from agents import agent_configs
-from agents.common import seed_everything
+from agents.common import evaluate, seed_everything
 from lab.commands import env_ids
 from lab.runner import build_agent, with_horizon
 from lab.spec import load_spec
@@ -46,7 +49,14 @@ def last_mean(returns: list[float], n: int = 100) -> float:
     return float(np.mean(returns[-n:])) if returns else float("nan")
 
 
-def ours(preset: str, frames: int, seed: int) -> dict:
+def with_eval(row: dict, model, env_spec, episodes: int) -> dict:
+    if episodes:
+        returns = evaluate(model, env_spec, episodes)
+        row.update(eval_mean=float(np.mean(returns)), eval_std=float(np.std(returns)))
+    return row
+
+
+def ours(preset: str, frames: int, seed: int, episodes: int = 0) -> dict:
     spec = with_horizon(load_spec(preset, [f"train.steps={frames}", f"train.seed={seed}"],
                                   agent_configs(), env_ids()))
     seed_everything(seed)
@@ -56,12 +66,12 @@ def ours(preset: str, frames: int, seed: int) -> dict:
     agent.learn(frames, logger)
     wall = time.perf_counter() - start
     returns = [v for _, v in logger.series("train/episode_return")]
-    return {"who": f"ours ({preset})", "frames": agent.num_timesteps, "wall_s": wall,
-            "fps": agent.num_timesteps / wall, "episodes": len(returns),
-            "last100": last_mean(returns)}
+    return with_eval({"who": f"ours ({preset})", "frames": agent.num_timesteps, "wall_s": wall,
+                      "fps": agent.num_timesteps / wall, "episodes": len(returns),
+                      "last100": last_mean(returns)}, agent, spec.env, episodes)
 
 
-def sb3_dqn(frames: int, seed: int) -> dict:
+def sb3_dqn(frames: int, seed: int, episodes: int = 0) -> dict:
     """SB3's DQN with minatar-breakout-dqn's settings and the same network."""
     import gymnasium as gym
     from stable_baselines3 import DQN
@@ -101,20 +111,28 @@ def sb3_dqn(frames: int, seed: int) -> dict:
     model.learn(frames)
     wall = time.perf_counter() - start
     returns = [float(r) for r in env.get_episode_rewards()]
-    return {"who": "SB3 DQN (same settings)", "frames": model.num_timesteps, "wall_s": wall,
-            "fps": model.num_timesteps / wall, "episodes": len(returns),
-            "last100": last_mean(returns)}
+    return with_eval({"who": "SB3 DQN (same settings)", "frames": model.num_timesteps,
+                      "wall_s": wall, "fps": model.num_timesteps / wall,
+                      "episodes": len(returns), "last100": last_mean(returns)},
+                     model, spec.env, episodes)
 
 
-def speed(frames: int, seed: int) -> None:
-    rows = [ours("minatar-breakout-dqn", frames, seed), sb3_dqn(frames, seed),
-            ours("minatar-breakout-ppo", frames, seed)]
+def speed(frames: int, seed: int, episodes: int = 0) -> None:
+    rows = []
+    for run in (lambda: ours("minatar-breakout-dqn", frames, seed, episodes),
+                lambda: sb3_dqn(frames, seed, episodes),
+                lambda: ours("minatar-breakout-ppo", frames, seed, episodes)):
+        rows.append(run())
+        r = rows[-1]
+        print(f"{r['who']}: {r['fps']:,.0f} frames/s, last-100 return {r['last100']:.2f}, "
+              f"eval {r.get('eval_mean', float('nan')):.2f}", flush=True)
     print(f"\nMinAtar Breakout, {frames:,} frames each, seed {seed}, 1 torch thread\n")
-    print("| agent | frames/s | wall s | episodes | mean return, last 100 |")
-    print("|---|---|---|---|---|")
+    print("| agent | frames/s | wall s | episodes | mean return, last 100 | greedy eval |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
+        ev = (f"{r['eval_mean']:.2f} ± {r['eval_std']:.2f}" if "eval_mean" in r else "-")
         print(f"| {r['who']} | {r['fps']:,.0f} | {r['wall_s']:.1f} | {r['episodes']} | "
-              f"{r['last100']:.2f} |")
+              f"{r['last100']:.2f} | {ev} |")
     print(f"\nours / SB3 DQN frames/s: {rows[0]['fps'] / rows[1]['fps']:.2f}x")
 
 
@@ -163,6 +181,8 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=50_000)
     p.add_argument("--transitions", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-episodes", type=int, default=0,
+                   help="greedy evaluation episodes after each agent's training (0: none)")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -170,7 +190,7 @@ def main() -> int:
     if args.only in (None, "memory"):
         memory(args.transitions)
     if args.only in (None, "speed"):
-        speed(args.frames, args.seed)
+        speed(args.frames, args.seed, args.eval_episodes)
     return 0
 
 
