@@ -76,6 +76,20 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError  # (n, C, H, W) in [0, 1]
 
 
+def can_compile(device: torch.device) -> bool:
+    """Whether ``torch.compile`` can build kernels for ``device``: inductor compiles C++ for the
+    CPU, so a machine without a C++ compiler trains eagerly (one warning) instead of failing
+    at the first step."""
+    import shutil
+    import warnings
+
+    if device.type != "cpu" or any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return True
+    warnings.warn("train.compile: no C++ compiler (c++, g++ or clang++) on PATH for "
+                  "torch.compile on the CPU; training without it", stacklevel=3)
+    return False
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto``: cuda (this rank's GPU under torchrun), then mps, then cpu."""
     if name == "auto":
@@ -204,7 +218,7 @@ class Trainer:
         if self.world_size > 1:
             for tensor in [*model.parameters(), *model.buffers()]:
                 dist.broadcast(tensor.data, src=0)
-        if cfg.compile:
+        if cfg.compile and can_compile(self.device):
             for name in getattr(model, "compile_targets", ()) or ("",):
                 model.get_submodule(name).compile()
         self.attach(logger=logger, checkpoint_dir=checkpoint_dir, on_samples=on_samples)

@@ -300,3 +300,16 @@ def test_torchrun_two_gloo_ranks_average_gradients_like_one_big_batch(tmp_path):
     reference = torch.load(tmp_path / "reference.pt")
     for key, value in reference.items():
         assert torch.allclose(r0["weights"][key], value, atol=1e-6), key
+
+
+def test_compile_is_skipped_with_a_warning_where_no_cpp_compiler_exists(monkeypatch):
+    import shutil
+
+    from lab.trainer import can_compile
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        assert can_compile(torch.device("cpu")) is False
+    assert can_compile(torch.device("cuda")) is True  # nvcc/triton, not a host C++ compiler
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/g++" if name == "g++" else None)
+    assert can_compile(torch.device("cpu")) is True
