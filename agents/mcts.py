@@ -206,15 +206,34 @@ class MCTS:
         K.select_batch(ti, tf, meta, st, emp, sc, offs, keys, hist, params, n, k, leaf_st,
                        leaf_emp, leaf_sc, paths, np.zeros(depth_cap, np.int64), seqs,
                        seq_colors, depths, int(self.rng.integers(2**31)))
-        leaves = _leaves(leaf_st, leaf_sc, n, offs)
-        priors, values = evaluator(leaves)
-        priors = np.asarray(priors, dtype=np.float64).reshape(k, n * n + 1)
-        values = np.asarray(values, dtype=np.float64).reshape(k)
-        if not (np.isfinite(priors).all() and np.isfinite(values).all()):
-            raise ValueError("the evaluator returned non-finite priors or values")
+        evaluated = self._to_evaluate(ti, tf, paths, depths, leaf_sc, params)
+        priors, values = np.zeros((k, n * n + 1)), np.zeros(k)
+        rows = np.flatnonzero(evaluated)
+        if len(rows):
+            p, v = evaluator(_leaves(leaf_st[rows], leaf_sc[rows], n, offs))
+            p = np.asarray(p, dtype=np.float64).reshape(len(rows), n * n + 1)
+            v = np.asarray(v, dtype=np.float64).reshape(len(rows))
+            if not (np.isfinite(p).all() and np.isfinite(v).all()):
+                raise ValueError("the evaluator returned non-finite priors or values")
+            priors[rows], values[rows] = p, v
         K.finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf_sc,
-                       paths, seqs, seq_colors, depths, priors, values,
+                       paths, seqs, seq_colors, depths, priors, values, evaluated,
                        np.zeros((n + 2) ** 2, np.int64), int(self.rng.integers(2**31)))
+
+    def _to_evaluate(self, ti, tf, paths, depths, leaf_sc, params) -> np.ndarray:
+        """Which leaves of a batch go to the network: those not at the game's end that are
+        unexpanded and visited at least ``expand_after`` times (virtual losses of this batch
+        not counted); with ``expand_after`` 0, every one."""
+        from envs.go.fastboard import PASSES
+
+        leaf = paths[np.arange(len(depths)), depths]
+        live = leaf_sc[:, PASSES] < 2
+        if self.config.expand_after == 0:
+            return live
+        _, where, counts = np.unique(leaf, return_inverse=True, return_counts=True)
+        in_batch = counts[where] * (depths > 0)  # the root carries no virtual loss
+        real = tf[K.N, leaf] - params[K.VLOSS] * in_batch
+        return live & (ti[K.FIRST, leaf] < 0) & (real >= self.config.expand_after)
 
     # ------------------------------------------------------------------ the root
     def _params(self, position) -> np.ndarray:

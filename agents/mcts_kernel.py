@@ -27,7 +27,9 @@ Drivers, all built from ``_descend`` / ``_expand`` / ``_rollout`` / ``_backup``:
 * ``select_batch`` + ``finish_batch``: descend ``k`` times with a virtual loss, hand the leaf
   positions to Python (a network evaluates them in one batch: priors over N*N+1 moves and a
   value for the side to move), then expand with those priors and back the values up, mixed
-  with a playout result by ``lambda`` (AlphaGo's leaf evaluation) when ``lambda > 0``.
+  with a playout result by ``lambda`` (AlphaGo's leaf evaluation) when ``lambda > 0``. With an
+  expansion threshold (``expand_after``, AlphaGo's n_thr) only leaves visited that often go to
+  the network; the others are valued by a playout alone.
 
 Rules in the tree: captures, simple ko and no suicide as in envs/go/fastboard.py, plus
 positional superko on the Zobrist hashes of the game so far and of the path (a move that
@@ -368,9 +370,11 @@ def select_batch(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, par
 
 @njit(cache=True)
 def finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf_sc, paths,
-                 seqs, seq_colors, depths, priors, values, first, seed):
-    """Expand each leaf of ``select_batch`` with its priors, value it (the network's value for
-    the side to move, mixed with a playout by ``lambda``), undo the virtual loss, back up."""
+                 seqs, seq_colors, depths, priors, values, evaluated, first, seed):
+    """Expand each leaf of ``select_batch`` that the network ``evaluated`` with its priors,
+    value it (the network's value for the side to move, mixed with a playout by ``lambda``);
+    a leaf not evaluated (below the expansion threshold) is valued by a playout alone. Then
+    undo the virtual loss and back up."""
     if seed >= 0:
         np.random.seed(seed)
     lam = params[LAMBDA]
@@ -381,6 +385,9 @@ def finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf
         sc = leaf_sc[j]
         if sc[PASSES] >= 2:
             z = 1.0 if area_score(leaf_st[j], n, params[KOMI]) > 0 else -1.0
+        elif not evaluated[j]:
+            z, _ = _rollout(leaf_st[j], leaf_emp[j], sc, offs, keys, n, params, seqs[j], depth,
+                            int(params[MAX_PLAYOUT]))
         else:
             if ti[FIRST, leaf] < 0:
                 _expand(ti, tf, meta, leaf, leaf_st[j], leaf_emp[j], sc, offs, keys, n, priors[j],

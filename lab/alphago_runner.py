@@ -11,6 +11,7 @@ for sl), the preset as params and ``spec.yaml``, its metrics, and ``networks/net
 sizes, configs and weights a player needs (the value stage's file holds the RL policy too).
 Players: ``run:RUN_ID`` plays the policy (greedy; ``greedy=false`` samples);
 ``run:RUN_ID:mcts=800`` searches with the networks (``lambda``, ``c_puct``, ``batch``,
+``expand``: AlphaGo's expansion threshold, visits before a leaf goes to the networks,
 ``seconds``, ``device``, ``threads`` too: torch threads, 1 by default, since one position or
 a batch of 8 leaves gains nothing from more and loses much when cores are shared). A run
 without a value network searches with playouts alone.
@@ -38,8 +39,8 @@ KIND_TAG, KIND = "kind", "alphago"
 CHECKPOINT_TAG = "lab.checkpoint_dir"
 NETWORKS = "networks.pt"
 PARENT_STAGE = {"rl": "sl", "value": "rl"}
-RUN_OPTIONS = {"mcts", "seconds", "lambda", "c_puct", "batch", "greedy", "device", "seed",
-               "threads"}
+RUN_OPTIONS = {"mcts", "seconds", "lambda", "c_puct", "batch", "expand", "greedy", "device",
+               "seed", "threads"}
 
 
 def is_alphago(raw: dict) -> bool:
@@ -363,7 +364,8 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
     try:
         config = MCTSConfig.puct(playouts=opts.get("mcts"), seconds=opts.get("seconds"),
                                  lambda_mix=lam, seed=int(opts.get("seed", seed)),
-                                 **({"c_puct": opts["c_puct"]} if "c_puct" in opts else {}))
+                                 **({"c_puct": opts["c_puct"]} if "c_puct" in opts else {}),
+                                 **({"expand_after": opts["expand"]} if "expand" in opts else {}))
         return SearchPlayer(policy, value, config, batch_size=int(opts.get("batch", 8)),
                             device=device)
     except (ValidationError, ValueError) as e:

@@ -145,6 +145,36 @@ def test_puct_batches_reach_the_evaluator():
             assert np.array_equal(expected[:-1], leaves.legal[j][:-1])
 
 
+def test_expansion_threshold_sends_only_well_visited_leaves_to_the_evaluator():
+    """expand_after=N (AlphaGo's n_thr): a leaf goes to the network once visited N times,
+    the visits before are playouts; so the evaluator sees far fewer leaves than simulations
+    and every node expanded below the root had N real visits before it was."""
+    pos = Position(7, komi=0.5)
+    favourite = text_to_move("D4", 7)
+    seen = []
+
+    def evaluator(leaves: Leaves):
+        seen.append(leaves.boards.shape[0])
+        k = leaves.boards.shape[0]
+        priors = np.full((k, 50), 1e-3)
+        priors[:, favourite] = 1.0
+        return priors, np.zeros(k)
+
+    counts = {}
+    for threshold in (0, 8):
+        seen.clear()
+        m = MCTS(MCTSConfig.puct(playouts=400, seed=0, expand_after=threshold))
+        r = m.search(pos.copy(), evaluator=evaluator, batch_size=8)
+        counts[threshold] = sum(seen) - 1  # less the root's evaluation
+        assert r.simulations == 400 and r.move == favourite
+        ti, tf, meta = m._tree
+        root = int(meta[K.ROOT])
+        expanded = [c for c in range(int(meta[K.USED])) if ti[K.FIRST, c] >= 0 and c != root]
+        assert expanded and min(tf[K.N, c] for c in expanded) >= threshold + 1
+    assert counts[0] == 400  # every simulation's leaf
+    assert 0 < counts[8] < 400 // 8  # one per expansion: at most a visit in nine
+
+
 def test_bad_config_is_one_clear_error():
     with pytest.raises(ValueError, match="budget"):
         MCTSConfig(playouts=None, seconds=None)
