@@ -98,7 +98,8 @@ def report(results: dict[str, dict], vae_fid: float | None = None) -> str:
              "|---|---|---|---|---|---|---|"]
     met = verdicts(results, vae_fid)
     keys = ("test_nll", "test_bpd", "test_elbo_nll", "fid", "fid_real_floor", "kid",
-            "inception_score", "inception_score_real", "classifier_test_accuracy")
+            "inception_score", "inception_score_real", "inception_class_entropy",
+            "inception_doubt_entropy", "classifier_test_accuracy")
     for name, r in results.items():
         nums = ", ".join(f"{k} {r['final'][k]:.4g}" for k in keys if k in r["final"])
         verdict = {True: "yes", False: "**no**", None: "n/a"}[met.get(name, None)]

@@ -229,6 +229,18 @@ def inception_score(images: torch.Tensor, logits: nn.Module, *, splits: int = 10
     return float(mean), float(std) if splits > 1 else 0.0
 
 
+def inception_parts(probs: torch.Tensor) -> tuple[float, float]:
+    """The two halves of log IS on class probabilities ``probs`` (n, classes), all n as one
+    split: (H(p(y)), E_x H(p(y|x))) in nats, so log IS = first - second. The first is the
+    spread over classes (ln 10 = 2.303 for ten balanced digits), the second the classifier's
+    doubt about each image (0 for crisp digits): which one holds a model's IS back."""
+    probs = probs.double()
+    marginal = probs.mean(0)
+    h_y = float(-(marginal * marginal.clamp_min(1e-30).log()).sum())
+    h_yx = float(-(probs * probs.clamp_min(1e-30).log()).sum(1).mean())
+    return h_y, h_yx
+
+
 # --- evaluate_model -----------------------------------------------------------------------
 
 @torch.no_grad()
@@ -256,11 +268,15 @@ def sample_metrics(model: nn.Module, data, *, device, generator: torch.Generator
     kid_floor, _ = kid(data.train, data.test, feats)
     is_mean, is_std = inception_score(fake, logits, splits=splits)
     is_real, _ = inception_score(data.test, logits, splits=1)
+    probs = torch.cat([F.softmax(logits(fake[i:i + batch_size].to(device)).float(), 1).cpu()
+                       for i in range(0, len(fake), batch_size)])
+    h_y, h_yx = inception_parts(probs)
     return {"fid": fid(data.train, fake[:n], feats),
             "fid_real_floor": fid(data.train, data.test, feats),
             "kid": kid_mean, "kid_std": kid_std, "kid_real_floor": kid_floor,
             "inception_score": is_mean, "inception_score_std": is_std,
-            "inception_score_real": is_real, "classifier_test_accuracy": acc}
+            "inception_score_real": is_real, "inception_class_entropy": h_y,
+            "inception_doubt_entropy": h_yx, "classifier_test_accuracy": acc}
 
 
 def evaluate_model(model: nn.Module, data, *, device: str | torch.device,

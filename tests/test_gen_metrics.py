@@ -77,6 +77,17 @@ def test_inception_score_hand_cases():
     assert gm.inception_score(two, Identity(10), splits=1)[0] == pytest.approx(2.0, rel=1e-4)
 
 
+def test_inception_parts_hand_cases_and_log_is():
+    crisp = nn.functional.one_hot(torch.arange(10).repeat(50), 10).float()
+    assert gm.inception_parts(crisp) == pytest.approx((math.log(10), 0.0))
+    half = torch.tensor([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])  # one doubt of ln 2, two classes
+    assert gm.inception_parts(half) == pytest.approx((math.log(2), math.log(2)))
+    probs = torch.softmax(torch.randn(500, 10, generator=torch.Generator().manual_seed(0)), 1)
+    h_y, h_yx = gm.inception_parts(probs)  # one split: IS = exp(H(y) - E H(y|x))
+    assert math.exp(h_y - h_yx) == pytest.approx(
+        gm.inception_score(as_images(probs.log()), Identity(10), splits=1)[0], rel=1e-4)
+
+
 def test_random_shift_moves_images_by_at_most_the_shift():
     x = torch.zeros(64, 1, 9, 9)
     x[:, 0, 4, 4] = 1.0
@@ -139,6 +150,7 @@ def test_evaluate_model_per_kind(digits_cache):
     out = gm.evaluate_model(gan, data, device="cpu", generator=g, quick=True, cache_dir=cache)
     assert set(out) == {"fid", "fid_real_floor", "kid", "kid_std", "kid_real_floor",
                         "inception_score", "inception_score_std", "inception_score_real",
+                        "inception_class_entropy", "inception_doubt_entropy",
                         "classifier_test_accuracy"}
     assert all(math.isfinite(v) for v in out.values())
     assert out["classifier_test_accuracy"] == acc
