@@ -36,7 +36,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents import mcts_kernel as K
-from envs.go.fastboard import PASS, flat_board, offsets, padded_keys, state_from_position
+from envs.go.fastboard import (
+    PASS,
+    PASSES,
+    flat_board,
+    offsets,
+    padded_keys,
+    state_from_position,
+)
 
 __all__ = ["MCTS", "MCTSConfig", "Leaves", "SearchResult"]
 
@@ -224,8 +231,6 @@ class MCTS:
         """Which leaves of a batch go to the network: those not at the game's end that are
         unexpanded and visited at least ``expand_after`` times (virtual losses of this batch
         not counted); with ``expand_after`` 0, every one."""
-        from envs.go.fastboard import PASSES
-
         leaf = paths[np.arange(len(depths)), depths]
         live = leaf_sc[:, PASSES] < 2
         if self.config.expand_after == 0:

@@ -362,10 +362,10 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
     lam = opts.get("lambda", 1.0 if value is None else 0.0 if info["stage"] == "alphazero"
                    else 0.5)
     try:
+        given = {field: opts[name] for name, field in (("c_puct", "c_puct"),
+                                                       ("expand", "expand_after")) if name in opts}
         config = MCTSConfig.puct(playouts=opts.get("mcts"), seconds=opts.get("seconds"),
-                                 lambda_mix=lam, seed=int(opts.get("seed", seed)),
-                                 **({"c_puct": opts["c_puct"]} if "c_puct" in opts else {}),
-                                 **({"expand_after": opts["expand"]} if "expand" in opts else {}))
+                                 lambda_mix=lam, seed=int(opts.get("seed", seed)), **given)
         return SearchPlayer(policy, value, config, batch_size=int(opts.get("batch", 8)),
                             device=device)
     except (ValidationError, ValueError) as e:

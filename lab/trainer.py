@@ -33,7 +33,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,9 +82,6 @@ def can_compile(device: torch.device) -> bool:
     """Whether ``torch.compile`` can build kernels for ``device``: inductor compiles C++ for the
     CPU, so a machine without a C++ compiler trains eagerly (one warning) instead of failing
     at the first step."""
-    import shutil
-    import warnings
-
     if device.type != "cpu" or any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         return True
     warnings.warn("train.compile: no C++ compiler (c++, g++ or clang++) on PATH for "
