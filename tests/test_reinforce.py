@@ -182,7 +182,8 @@ def test_fast_preset_learns_cartpole(trained):
 def test_sb3_evaluate_policy_on_trained_agent(trained):
     agent, _, _ = trained
     env = Monitor(gym.make("CartPole-v1"))
-    mean, _ = evaluate_policy(agent, env, n_eval_episodes=5, deterministic=True)
+    env.reset(seed=0)  # SB3 resets without a seed: the start states follow from this one
+    mean, _ = evaluate_policy(agent, env, n_eval_episodes=20, deterministic=True)
     env.close()
     assert mean >= 450
 
