@@ -40,7 +40,7 @@ TARGETS = {"pixelcnn": "test_nll <= 88", "vae": "test_nll <= 100 (k = 1000)",
 
 
 def train_and_evaluate(preset: str, overrides: list[str], quick: bool, device: str,
-                       grid_path: Path) -> dict:
+                       grid_path: Path, truncations: list[float] = ()) -> dict:
     from generative.data import batches
     from generative.metrics import evaluate_model
     from lab.gen_runner import binarize_mode, load_generative_spec, prepare
@@ -63,12 +63,25 @@ def train_and_evaluate(preset: str, overrides: list[str], quick: bool, device: s
     eval_s = time.perf_counter() - start
     n = 16 if spec.model.type == "pixelcnn" else 64  # pixel-by-pixel sampling is slow
     save_grid(trainer.sample(n), grid_path)
+    truncated = {}  # the same GAN's samples with z truncated (a sampling setting only)
+    if spec.model.type == "gan" and truncations:
+        cfg = trainer.eval_model.cfg
+        preset_truncation = cfg.truncation
+        for t in truncations:
+            cfg.truncation = t
+            gen = torch.Generator(device=trainer.device).manual_seed(spec.train.seed)
+            truncated[str(t)] = evaluate_model(trainer.eval_model, data, device=trainer.device,
+                                               generator=gen, quick=quick,
+                                               cache_dir=Path("runs") / "cache")
+            save_grid(trainer.sample(n), grid_path.with_name(f"{grid_path.stem}-t{t}.png"))
+            print(f"{preset}: truncation {t}: {truncated[str(t)]}", flush=True)
+        cfg.truncation = preset_truncation
     return {"preset": preset, "overrides": overrides, "model": spec.model.type,
             "data": spec.data.name, "epochs": fit.epochs, "train_min": fit.train_s / 60,
             "train_cpu_min": train_cpu_s / 60,
             "eval_min": eval_s / 60, "examples_per_sec": fit.examples_per_sec,
             "torch_threads": torch.get_num_threads(), "device": str(trainer.device),
-            "final": final, "grid": str(grid_path)}
+            "final": final, "truncated": truncated, "grid": str(grid_path)}
 
 
 def verdicts(results: dict[str, dict], vae_fid: float | None = None
@@ -120,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs") / "quality")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--truncations", nargs="*", type=float, default=[],
+                        help="also evaluate the trained GAN's samples with z truncated to "
+                             "|z_i| <= t for each t (BigGAN's truncation trick)")
     parser.add_argument("--vae-fid", type=float, default=None,
                         help="the VAE's FID from an earlier run, for the GAN's verdict alone")
     args = parser.parse_args(argv)
@@ -130,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = f"{'digits' if args.smoke else 'mnist'}-{name}"
         print(f"{preset}: training ...", flush=True)
         results[name] = train_and_evaluate(preset, overrides, args.smoke, args.device,
-                                           args.out / f"{name}.png")
+                                           args.out / f"{name}.png", args.truncations)
         r = results[name]
         print(f"{preset}: {r['epochs']} epochs in {r['train_min']:.1f} min "
               f"({r['train_cpu_min']:.1f} CPU min), "

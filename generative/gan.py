@@ -22,6 +22,11 @@ and fake, in both players' steps, through the same random differentiable transfo
 (``translation`` by up to 1/8 of the size, ``cutout`` of a half-size square), so it cannot
 memorize a few thousand training digits and G's gradients still flow through the transform.
 G's samples themselves are never augmented.
+
+``truncation``: the truncation trick (Brock et al. 2019, BigGAN), a sampling-time setting only:
+``sample`` draws z from N(0, I) truncated to |z_i| <= t (components outside are drawn again),
+trading the variety of the samples for their clarity. Training always uses the full N(0, I).
+Off (None) by default; report a truncated sample's scores beside the untruncated ones.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class GANConfig(BaseModel):
     lr_g: float = Field(2e-4, gt=0)
     lr_d: float = Field(2e-4, gt=0)  # TTUR: e.g. lr_d=4e-4, lr_g=1e-4
     augment: list[Literal["translation", "cutout"]] = []  # DiffAugment before every D call
+    truncation: float | None = Field(None, gt=0)  # sample z with |z_i| <= t (None: N(0, I))
 
 
 # --- the losses, as pure functions ---------------------------------------------------------
@@ -79,6 +85,20 @@ def g_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Ten
     if kind == "minimax":
         return -F.softplus(fake_logits).mean()
     raise ValueError(f"unknown generator loss {kind!r} (valid: non_saturating, minimax)")
+
+
+def truncated_randn(shape, threshold: float | None, generator: torch.Generator | None,
+                    device: torch.device) -> torch.Tensor:
+    """N(0, 1) draws with every component outside [-threshold, threshold] drawn again until
+    none is (BigGAN's truncation trick); ``threshold`` None: plain N(0, 1)."""
+    z = randn_from(shape, generator, device)
+    if threshold is None:
+        return z
+    outside = z.abs() > threshold
+    while outside.any():
+        z = torch.where(outside, randn_from(shape, generator, device), z)
+        outside = z.abs() > threshold
+    return z
 
 
 # --- DiffAugment: differentiable transforms of D's inputs (images in [-1, 1]) ---------------
@@ -249,7 +269,7 @@ class GAN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         device = next(self.parameters()).device
-        z = randn_from((n, self.cfg.latent_dim), generator, device)
+        z = truncated_randn((n, self.cfg.latent_dim), self.cfg.truncation, generator, device)
         return (self.generator(z).float() + 1.0) / 2.0
 
 

@@ -10,7 +10,15 @@ from torch.nn.utils import parametrize
 
 from generative import MODELS, GANConfig
 from generative.data import load_dataset
-from generative.gan import GAN, cutout, d_loss, diff_augment, g_loss, translate
+from generative.gan import (
+    GAN,
+    cutout,
+    d_loss,
+    diff_augment,
+    g_loss,
+    translate,
+    truncated_randn,
+)
 from generative.metrics import fid
 
 
@@ -178,3 +186,30 @@ def test_diff_augment_applies_the_policy_in_order_and_empty_is_identity():
     g = torch.Generator().manual_seed(3)
     b = cutout(translate(x, g), g)
     assert torch.equal(a, b)
+
+
+def test_truncated_randn_stays_inside_and_keeps_the_inside_draws():
+    shape, t = (2000, 16), 0.5
+    z = truncated_randn(shape, t, torch.Generator().manual_seed(3), torch.device("cpu"))
+    plain = truncated_randn(shape, None, torch.Generator().manual_seed(3), torch.device("cpu"))
+    assert z.shape == shape and z.abs().max() <= t
+    inside = plain.abs() <= t  # the first draw's inside components are kept as they were
+    assert torch.equal(z[inside], plain[inside])
+    # a standard normal truncated to [-t, t] has variance 1 - 2 t phi(t) / (2 Phi(t) - 1)
+    phi = math.exp(-t * t / 2) / math.sqrt(2 * math.pi)
+    mass = math.erf(t / math.sqrt(2))
+    assert z.var().item() == pytest.approx(1 - 2 * t * phi / mass, rel=0.03)
+    again = truncated_randn(shape, t, torch.Generator().manual_seed(3), torch.device("cpu"))
+    assert torch.equal(z, again)
+
+
+def test_truncation_is_a_sampling_setting_only():
+    gan = GAN(GANConfig(latent_dim=8, g_channels=[8], d_channels=[8]), (1, 8, 8)).eval()
+    seed = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    full = gan.sample(4, seed())
+    gan.cfg.truncation = 0.1
+    truncated = gan.sample(4, seed())
+    assert truncated.shape == full.shape and not torch.equal(truncated, full)
+    assert 0.0 <= truncated.min() and truncated.max() <= 1.0
+    with pytest.raises(ValueError, match="truncation"):
+        GANConfig(truncation=0.0)
