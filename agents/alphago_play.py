@@ -5,7 +5,10 @@
 * ``NetworkEvaluator(policy, value)``: the leaf evaluator of ``agents.mcts.MCTS.search``: one
   batched forward pass per batch of leaves gives the priors (the policy's softmax over the legal
   moves) and the value for the side to move (the value network; 0 without one, which only makes
-  sense with ``lambda_mix=1``: playouts alone).
+  sense with ``lambda_mix=1``: playouts alone). ``precision="bf16"`` runs the networks under
+  bf16 autocast with channels-last weights and inputs: on a CPU with bf16 matrix units (AMX)
+  about 1.7x (batch 8) to 2.8x (batch 16 per leaf) faster than fp32 on one thread; the priors
+  move by ~0.02 at most. ``fp32`` (the default) is exact.
 * ``SearchPlayer(policy, value, config)``: PUCT search (``MCTSConfig.puct``) with the network
   priors; leaf values ``(1 - lambda) * v + lambda * z`` with ``z`` a fast playout's result, as in
   AlphaGo (lambda 0.5 there). Leaves are selected with a virtual loss and evaluated together.
@@ -20,6 +23,8 @@ import torch
 
 from agents.alphago_nets import PolicyNet, ValueNet, leaf_features, position_features
 from agents.mcts import MCTS, MCTSConfig
+
+PRECISIONS = ("fp32", "bf16")
 
 __all__ = ["NetworkEvaluator", "PolicyPlayer", "SearchPlayer", "choose_moves"]
 
@@ -56,16 +61,27 @@ class NetworkEvaluator:
     """``Leaves -> (priors (k, N*N+1), values (k,))`` for ``MCTS.search``."""
 
     def __init__(self, policy: PolicyNet, value: ValueNet | None = None,
-                 device: str | torch.device = "auto"):
+                 device: str | torch.device = "auto", precision: str = "fp32"):
         from lab.trainer import resolve_device
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: valid are {', '.join(PRECISIONS)}")
         self.device = resolve_device(str(device))
-        self.policy = policy.to(self.device).eval()
-        self.value = value.to(self.device).eval() if value is not None else None
+        self.bf16 = precision == "bf16"
+        fmt = torch.channels_last if self.bf16 else torch.preserve_format
+        self.policy = policy.to(self.device, memory_format=fmt).eval()
+        self.value = (value.to(self.device, memory_format=fmt).eval() if value is not None
+                      else None)
 
     @torch.no_grad()
     def __call__(self, leaves) -> tuple[np.ndarray, np.ndarray]:
         x = torch.as_tensor(leaf_features(leaves), device=self.device).float()
+        if self.bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self._evaluate(x)
+
+    def _evaluate(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         if self.value is not None and self.value.tower is self.policy.tower:
             h = self.policy.tower.spatial(x)  # a PolicyValueNet: the tower once
             logits, values = self.policy.from_tower(h, x), self.value.from_tower(h)
@@ -80,10 +96,11 @@ class SearchPlayer:
     """MCTS with network priors and values; ``seconds_per_move`` as the MCTS player's."""
 
     def __init__(self, policy: PolicyNet, value: ValueNet | None, config: MCTSConfig, *,
-                 batch_size: int = 8, device: str | torch.device = "auto"):
+                 batch_size: int = 8, device: str | torch.device = "auto",
+                 precision: str = "fp32"):
         if value is None and config.lambda_mix < 1:
             raise ValueError("without a value network the leaves need playouts: lambda_mix=1")
-        self.evaluator = NetworkEvaluator(policy, value, device)
+        self.evaluator = NetworkEvaluator(policy, value, device, precision)
         self.mcts = MCTS(config)
         self.batch_size = batch_size
 

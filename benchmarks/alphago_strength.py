@@ -17,6 +17,9 @@ difference), colours alternating:
   ``--games-mcts`` games (100; target >= 60%);
 * ``vs-gnugo``: MCTS with the networks against GNU Go level 1 (and ``--gnugo-levels`` more),
   ``--games-gnugo`` games (40; target >= 50% at level 1, level 10 the moonshot).
+
+``--search-options precision=bf16,batch=16`` adds options to the networks' search player
+(``run:VALUE_RUN:seconds=S,...``; see lab/alphago_runner.py for the list).
 """
 
 from __future__ import annotations
@@ -34,19 +37,20 @@ def matches(args) -> list[tuple[str, list[str]]]:
     if args.tracking_uri:
         common += ["--tracking-uri", args.tracking_uri]
     timed = common + ["--seconds-per-move", str(args.seconds)]
+    nets = f"run:{args.value}:seconds={args.seconds}" + (f",{args.search_options}"
+                                                        if args.search_options else "")
     out = []
     if "rl-vs-sl" in args.only:
         out.append(("rl-vs-sl", ["go", "match", f"run:{args.rl}:greedy=false",
                                  f"run:{args.sl}:greedy=false", "--games", str(args.games_rl),
                                  *common]))
     if "mcts-vs-pure" in args.only:
-        out.append(("mcts-vs-pure", ["go", "match", f"run:{args.value}:seconds={args.seconds}",
+        out.append(("mcts-vs-pure", ["go", "match", nets,
                                      f"mcts:seconds={args.seconds},playouts=null",
                                      "--games", str(args.games_mcts), *timed]))
     if "vs-gnugo" in args.only:
         for level in args.gnugo_levels:
-            out.append((f"vs-gnugo-{level}", ["go", "match",
-                                              f"run:{args.value}:seconds={args.seconds}",
+            out.append((f"vs-gnugo-{level}", ["go", "match", nets,
                                               f"gnugo:level={level}",
                                               "--games", str(args.games_gnugo), *timed]))
     return out
@@ -64,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--games-mcts", type=int, default=100)
     ap.add_argument("--games-gnugo", type=int, default=40)
     ap.add_argument("--gnugo-levels", type=int, nargs="+", default=[1])
+    ap.add_argument("--search-options", default="",
+                    help="more key=value options of the networks' search player, e.g. "
+                         "precision=bf16,batch=16")
     ap.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tracking-uri", default=None)

@@ -13,7 +13,8 @@ Players: ``run:RUN_ID`` plays the policy (greedy; ``greedy=false`` samples);
 ``run:RUN_ID:mcts=800`` searches with the networks (``lambda``, ``c_puct``, ``batch``,
 ``expand``: AlphaGo's expansion threshold, visits before a leaf goes to the networks,
 ``seconds``, ``device``, ``threads`` too: torch threads, 1 by default, since one position or
-a batch of 8 leaves gains nothing from more and loses much when cores are shared). A run
+a batch of 8 leaves gains nothing from more and loses much when cores are shared;
+``precision=bf16``: the networks under bf16 autocast, channels-last). A run
 without a value network searches with playouts alone.
 
 An AlphaZero preset (an ``alphazero`` section, ``agents/alphazero.py``) is one run of stage
@@ -40,7 +41,7 @@ CHECKPOINT_TAG = "lab.checkpoint_dir"
 NETWORKS = "networks.pt"
 PARENT_STAGE = {"rl": "sl", "value": "rl"}
 RUN_OPTIONS = {"mcts", "seconds", "lambda", "c_puct", "batch", "expand", "greedy", "device",
-               "seed", "threads"}
+               "seed", "threads", "precision"}
 
 
 def is_alphago(raw: dict) -> bool:
@@ -367,7 +368,7 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
         config = MCTSConfig.puct(playouts=opts.get("mcts"), seconds=opts.get("seconds"),
                                  lambda_mix=lam, seed=int(opts.get("seed", seed)), **given)
         return SearchPlayer(policy, value, config, batch_size=int(opts.get("batch", 8)),
-                            device=device)
+                            device=device, precision=str(opts.get("precision", "fp32")))
     except (ValidationError, ValueError) as e:
         msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
         raise SpecError(f"player {spec_text!r}: {msg}") from None

@@ -3,6 +3,7 @@ planes, the value network's data (one position per game), and the whole pipeline
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -201,6 +202,32 @@ def test_search_with_networks_plays_legal_moves():
         SearchPlayer(policy, None, MCTSConfig.puct(playouts=8))
 
 
+def test_bf16_evaluator_agrees_with_fp32():
+    torch.manual_seed(0)
+    policy, value = PolicyNet(5).eval(), ValueNet(5).eval()
+    positions = []
+    for moves in (["C3", "C2"], ["B2", "D4", "C3"], []):
+        pos = Position(5, komi=0.5)
+        for mv in moves:
+            pos.play(text_to_move(mv, 5))
+        positions.append(pos)
+    leaves = Leaves(boards=np.stack([p.board for p in positions]).astype(np.int8),
+                    to_play=np.array([p.to_play for p in positions]),
+                    last_move=np.array([p.last_move if p.last_move is not None else -1
+                                        for p in positions]),
+                    ko_point=np.full(3, -1), legal=np.stack([p.legal_mask() for p in positions]))
+    priors, values = NetworkEvaluator(policy, value, device="cpu")(leaves)
+    fast = NetworkEvaluator(copy.deepcopy(policy), copy.deepcopy(value), device="cpu",
+                            precision="bf16")
+    assert next(fast.policy.tower.parameters()).is_contiguous(memory_format=torch.channels_last)
+    priors16, values16 = fast(leaves)
+    assert priors16.dtype == values16.dtype == np.float32
+    assert ((priors16 > 0) == (priors > 0)).all()  # the same legal moves
+    assert np.abs(priors16 - priors).max() < 0.02 and np.abs(values16 - values).max() < 0.05
+    with pytest.raises(ValueError, match="precision 'fp16': valid are fp32, bf16"):
+        NetworkEvaluator(policy, value, device="cpu", precision="fp16")
+
+
 # ---- the value network's data -----------------------------------------------------------------
 
 def test_value_training_set_holds_one_position_per_game():
@@ -251,6 +278,12 @@ def test_tiny_pipeline_on_5x5(store, capsys):
     assert f"run:{ids['value']}: " in capsys.readouterr().out
     assert main(["go", "match", f"run:{ids['value'][:8]}:mcts=16", f"run:{ids['sl']}",
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 0
+    assert main(["go", "match", f"run:{ids['value']}:mcts=16,batch=16,precision=bf16", "random",
+                 "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 0
+    capsys.readouterr()
+    assert main(["go", "match", f"run:{ids['value']}:mcts=16,precision=fp16", "random",
+                 "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 2
+    assert "precision 'fp16': valid are fp32, bf16" in capsys.readouterr().err
     assert main(["train", "--resume", ids["rl"], "--tracking-uri", store]) == 2
     err = capsys.readouterr().err
     assert "does not resume" in err and f"stages=[rl] parent={ids['sl']}" in err
