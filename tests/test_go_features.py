@@ -7,6 +7,7 @@ import pytest
 
 from envs.go import BLACK, WHITE, Position, text_to_move
 from envs.go.env import RandomPlayer
+from envs.go.fastfeatures import batch_features
 from envs.go.features import PLANE_INDEX, PLANES, features
 from envs.go.symmetry import inverse, transform_board, transform_move, transform_policy
 
@@ -161,6 +162,42 @@ def test_planes_agree_with_playing_each_move_in_random_games():
                 assert f[11:14, rc[0], rc[1]].tolist() == [libs == k for k in (1, 2, 3)]
                 assert f[14:17, rc[0], rc[1]].tolist() == [taken == k for k in (1, 2, 3)]
             pos.play(player(pos))
+
+
+class _LastMoveOnly:
+    """A position that remembers its last move alone, as a search leaf does."""
+
+    def __init__(self, pos: Position):
+        self.size, self.board, self.to_play = pos.size, pos.board, pos.to_play
+        self.moves = [pos.last_move] if pos.last_move is not None else []
+        self.ko_point, self._legal = pos.ko_point, pos.legal_mask()
+
+    def legal_mask(self) -> np.ndarray:
+        return self._legal
+
+
+@pytest.mark.parametrize("size, suicide", [(5, False), (7, False), (9, False), (7, True)])
+def test_compiled_batch_features_equal_the_python_planes(size, suicide, ko_position):
+    leaves = [_LastMoveOnly(ko_position)] if ko_position.size == size else []
+    for seed in range(4):
+        player = RandomPlayer(seed)
+        pos = Position(size, max_moves=3 * size * size, suicide=suicide)
+        while not pos.is_over:
+            leaves.append(_LastMoveOnly(pos))
+            pos = pos.copy()
+            pos.play(player(pos))
+    last = [leaf.moves[0] if leaf.moves else -1 for leaf in leaves]
+    got = batch_features(np.stack([leaf.board for leaf in leaves]),
+                         np.array([leaf.to_play for leaf in leaves]), np.array(last),
+                         np.array([leaf.ko_point for leaf in leaves]),
+                         np.stack([leaf.legal_mask() for leaf in leaves]))
+    want = np.stack([features(leaf) for leaf in leaves])
+    assert got.dtype == np.uint8 and got.shape == want.shape
+    assert want[:, 14:17].any() and want[:, 8].any()  # captures and ataris were exercised
+    if ko_position.size == size:
+        assert want[:, 17].any()  # the ko plane too
+    for i in range(len(leaves)):
+        assert np.array_equal(got[i], want[i]), (i, np.argwhere(got[i] != want[i])[:3])
 
 
 # ---------------------------------------------------------------------------- symmetries
