@@ -6,9 +6,11 @@
   batched forward pass per batch of leaves gives the priors (the policy's softmax over the legal
   moves) and the value for the side to move (the value network; 0 without one, which only makes
   sense with ``lambda_mix=1``: playouts alone). ``precision="bf16"`` runs the networks under
-  bf16 autocast with channels-last weights and inputs: on a CPU with bf16 matrix units (AMX)
-  about 1.7x (batch 8) to 2.8x (batch 16 per leaf) faster than fp32 on one thread; the priors
-  move by ~0.02 at most. ``fp32`` (the default) is exact.
+  bf16 autocast with channels-last weights and inputs: on a CPU with bf16 matrix units (AMX),
+  one thread, the two networks' forward pass is ~1.7x faster at batch 8 and ~2.8x per leaf at
+  batch 16 (a whole 0.5 s search: 1.4x and 2.0x the simulations; benchmarks/README.md); the
+  priors move by ~0.02 at most. ``fp32`` (the default) is exact; on CPUs without bf16 units
+  bf16 is slower.
 * ``SearchPlayer(policy, value, config)``: PUCT search (``MCTSConfig.puct``) with the network
   priors; leaf values ``(1 - lambda) * v + lambda * z`` with ``z`` a fast playout's result, as in
   AlphaGo (lambda 0.5 there). Leaves are selected with a virtual loss and evaluated together.
