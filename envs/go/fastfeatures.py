@@ -11,10 +11,13 @@ random games.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 from numba import njit
 
 from envs.go import _jitcache  # noqa: F401  (before any kernel: a cache folder per version)
+from envs.go.scoring import neighbor_table
 
 N_PLANES = 20  # len(features.PLANES)
 
@@ -32,36 +35,30 @@ def batch_features(boards: np.ndarray, to_play: np.ndarray, last_move: np.ndarra
     _fill(np.ascontiguousarray(boards.reshape(k, n * n), dtype=np.int8),
           np.asarray(to_play, dtype=np.int64), np.asarray(last_move, dtype=np.int64),
           np.asarray(ko_point, dtype=np.int64),
-          np.ascontiguousarray(np.asarray(legal)[:, :n * n], dtype=np.bool_), n, out)
+          np.ascontiguousarray(np.asarray(legal)[:, :n * n], dtype=np.bool_),
+          _neighbour_array(n), out)
     return out.reshape(k, N_PLANES, n, n)
 
 
-@njit(cache=True)
-def _neighbours(n):
-    nb = np.full((n * n, 4), -1, dtype=np.int64)
-    for p in range(n * n):
-        r, c = p // n, p % n
-        if r > 0:
-            nb[p, 0] = p - n
-        if r < n - 1:
-            nb[p, 1] = p + n
-        if c > 0:
-            nb[p, 2] = p - 1
-        if c < n - 1:
-            nb[p, 3] = p + 1
-    return nb
+@cache
+def _neighbour_array(n: int) -> np.ndarray:
+    """``scoring.neighbor_table(n)`` as a (N*N, 4) array padded with -1, for the kernel."""
+    table = np.full((n * n, 4), -1, dtype=np.int64)
+    for p, nbrs in enumerate(neighbor_table(n)):
+        table[p, :len(nbrs)] = nbrs
+    table.flags.writeable = False  # shared by every call (cached)
+    return table
 
 
 @njit(cache=True)
-def _fill(boards, to_play, last_move, ko_point, legal, n, out):
-    nn = n * n
-    nb = _neighbours(n)
+def _fill(boards, to_play, last_move, ko_point, legal, nb, out):
+    nn = len(nb)
     gid = np.empty(nn, dtype=np.int64)
     members = np.empty(nn, dtype=np.int64)  # stones grouped: group g is start[g]:start[g+1]
     start = np.empty(nn + 1, dtype=np.int64)
     nlibs = np.empty(nn, dtype=np.int64)
     libmark = np.zeros(nn, dtype=np.int64)  # stamps: point counted for the current group/move
-    seen_g = np.zeros(nn, dtype=np.int64)  # stamps: group met by the current move
+    seen_g = np.zeros(nn, dtype=np.int64)  # stamps: group next to the current move
     own = np.empty(4, dtype=np.int64)
     taken = np.empty(4, dtype=np.int64)
     stamp = 0
@@ -164,16 +161,14 @@ def _fill(boards, to_play, last_move, ko_point, legal, n, out):
                         r = nb[s, d]
                         if r < 0:
                             continue
-                        joined = r == p
-                        if not joined and b[r] == color:
-                            for u in range(n_own):
-                                if gid[r] == own[u]:
-                                    joined = True
-                        if joined:
+                        # next to the new stone, or to an own group it joins (those are the
+                        # own-coloured groups stamped next to p above)
+                        if r == p or (b[r] == color and seen_g[gid[r]] == stamp):
                             if libmark[s] != stamp:
                                 libmark[s] = stamp
                                 after += 1
                             break
-            o[11 if after == 1 else 12 if after == 2 else 13, p] = 1 if after > 0 else 0
+            if after > 0:
+                o[11 if after == 1 else 12 if after == 2 else 13, p] = 1
             if size > 0:
                 o[14 if size == 1 else 15 if size == 2 else 16, p] = 1
