@@ -74,6 +74,20 @@ def test_the_same_seed_gives_the_same_games(played, tmp_path):
 
 
 @needs_gnugo
+def test_a_stopped_run_goes_on_from_the_saved_games(played, tmp_path):
+    _, _, finals = played
+    expert_games(5, 1, 1, 11, tmp_path, random_opening_moves=OPENING, komi=0.5)
+    first = tmp_path / "gnugo-L1-5x5-s11-0000.sgf"
+    os.utime(first, (0, 0))  # a mark: the saved game must be read back, not written again
+    moves = []
+    paths = expert_games(5, 2, 1, 11, tmp_path, random_opening_moves=OPENING, komi=0.5,
+                         progress=lambda i, path, pos: moves.append(pos.moves))
+    assert [p.name for p in paths] == [f"gnugo-L1-5x5-s11-{i:04d}.sgf" for i in range(2)]
+    assert first.stat().st_mtime == 0
+    assert moves == [finals[0].moves, finals[1].moves]
+
+
+@needs_gnugo
 def test_training_pairs_and_their_symmetries(played):
     out, _, finals = played
     games = load_games(out)

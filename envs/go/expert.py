@@ -67,7 +67,8 @@ def expert_games(size: int, games: int, level: int, seed: int, out_dir: str | Pa
                  progress: Callable[[int, Path, Position], None] | None = None) -> list[Path]:
     """Play ``games`` games of GNU Go level ``level`` against itself on ``size`` x ``size`` and
     save them under ``out_dir`` (created if needed); the SGF paths, in order. ``progress(i,
-    path, position)`` is called after each game. The same seed gives the same games."""
+    path, position)`` is called after each game. The same seed gives the same games, so a game
+    whose file is already there (from a run that was stopped) is read back, not played again."""
     if not 5 <= size <= 19:
         raise ValueError(f"board size must be 5..19, got {size}")
     if games < 0:
@@ -84,6 +85,13 @@ def expert_games(size: int, games: int, level: int, seed: int, out_dir: str | Pa
         name = f"GNU Go {version} level {level}"
         out.mkdir(parents=True, exist_ok=True)
         for i in range(games):
+            path = out / f"gnugo-L{level}-{size}x{size}-s{seed}-{i:04d}.sgf"
+            pos = _saved_game(path)
+            if pos is not None:
+                paths.append(path)
+                if progress is not None:
+                    progress(i, path, pos)
+                continue
             rng = np.random.default_rng([seed, i])
             gnugo.command(f"set_random_seed {int(rng.integers(1, 2**31 - 1))}")
             pos = Position(size, komi, max_moves=3 * size * size)
@@ -91,7 +99,6 @@ def expert_games(size: int, games: int, level: int, seed: int, out_dir: str | Pa
                 pos.play(int(rng.choice(np.flatnonzero(pos.legal_mask()[:-1]))))
             while not pos.is_over:
                 pos.play(gnugo.genmove(pos))
-            path = out / f"gnugo-L{level}-{size}x{size}-s{seed}-{i:04d}.sgf"
             tmp = path.with_name(path.name + ".tmp")
             save_sgf(tmp, pos, black=name, white=name, event="lab expert games",
                      comment=opening_comment(random_opening_moves, seed, level, version))
@@ -100,6 +107,17 @@ def expert_games(size: int, games: int, level: int, seed: int, out_dir: str | Pa
             if progress is not None:
                 progress(i, path, pos)
     return paths
+
+
+def _saved_game(path: Path) -> Position | None:
+    """The final position of the game saved at ``path``; None if there is none (or it does
+    not read back, then it is played again)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_sgf(path.read_bytes())[0]
+    except (OSError, SgfError):
+        return None
 
 
 def load_games(folder: str | Path, *, skip_bad: bool = False,
