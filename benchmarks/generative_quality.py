@@ -41,20 +41,15 @@ TARGETS = {"pixelcnn": "test_nll <= 88", "vae": "test_nll <= 100 (k = 1000)",
 
 def train_and_evaluate(preset: str, overrides: list[str], quick: bool, device: str,
                        grid_path: Path, truncations: list[float] = ()) -> dict:
-    from generative.data import batches
     from generative.metrics import evaluate_model
-    from lab.gen_runner import binarize_mode, load_generative_spec, prepare
+    from lab.gen_runner import data_batches, load_generative_spec, prepare
     from lab.images import save_grid
 
     spec = load_generative_spec(preset, overrides)
     data, trainer = prepare(spec, device, show_progress=sys.stderr.isatty())
-    binarize = binarize_mode(spec, trainer.model)
-    bs = spec.train.batch_size
+    train_batches, test_batches = data_batches(spec, data, trainer.model)
     cpu0 = time.process_time()  # all threads' CPU time: the budget is CPU, the wall is shared
-    fit = trainer.fit(
-        lambda gen, idx: batches(data, "train", bs, binarize=binarize, generator=gen,
-                                 sampler=idx),
-        len(data.train), lambda: batches(data, "test", max(bs, 256), binarize=binarize))
+    fit = trainer.fit(train_batches, len(data.train), test_batches)
     train_cpu_s = time.process_time() - cpu0
     start = time.perf_counter()
     gen = torch.Generator(device=trainer.device).manual_seed(spec.train.seed)

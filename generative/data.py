@@ -94,8 +94,10 @@ def batches(data: ImageData, split: Literal["train", "test"], batch_size: int, *
             binarize: Literal["none", "dynamic"] = "none",
             generator: torch.Generator | None = None, shuffle: bool = False,
             sampler: Iterable[int] | None = None,
-            drop_last: bool = False) -> Iterator[torch.Tensor]:
-    """One epoch of ``split`` in batches of (B, C, H, W) float32.
+            drop_last: bool = False,
+            labels: bool = False) -> Iterator[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of ``split`` in batches of (B, C, H, W) float32; with ``labels``, batches of
+    ``(images, labels (B,) int64)`` (for a class-conditional model).
 
     ``binarize="dynamic"``: each train batch is a fresh Bernoulli draw (from ``generator``);
     binarized test batches are always the fixed ``test_binary``. ``sampler`` (for example a
@@ -107,6 +109,7 @@ def batches(data: ImageData, split: Literal["train", "test"], batch_size: int, *
         raise ValueError(f"binarize must be 'none' or 'dynamic', got {binarize!r}")
     images = data.train if split == "train" else (
         data.test_binary if binarize == "dynamic" else data.test)
+    targets = data.train_labels if split == "train" else data.test_labels
     draw = binarize == "dynamic" and split == "train"
     if sampler is not None:
         order = torch.as_tensor(list(sampler), dtype=torch.int64)
@@ -116,8 +119,9 @@ def batches(data: ImageData, split: Literal["train", "test"], batch_size: int, *
         order = torch.arange(len(images))
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
-        batch = images[order[start:start + batch_size]]
-        yield torch.bernoulli(batch, generator=generator) if draw else batch
+        idx = order[start:start + batch_size]
+        batch = torch.bernoulli(images[idx], generator=generator) if draw else images[idx]
+        yield (batch, targets[idx]) if labels else batch
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:

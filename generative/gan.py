@@ -23,6 +23,13 @@ and fake, in both players' steps, through the same random differentiable transfo
 memorize a few thousand training digits and G's gradients still flow through the transform.
 G's samples themselves are never augmented.
 
+``classes``: a class-conditional GAN when > 0 (the dataset's label count; the batches then
+carry the labels). G reads ``[z, one_hot(y)]`` (Mirza & Osindero 2014) and D is a projection
+discriminator (Miyato & Koyama 2018): ``logit(x, y) = psi(phi(x)) + embed(y) . phi(x)``, with
+phi(x) D's features before its last linear layer. The fakes of a batch carry the real
+batch's labels; ``sample`` draws the labels 0, 1, ..., classes - 1 in turn, so the classes
+come out balanced. Off (0) by default.
+
 ``truncation``: the truncation trick (Brock et al. 2019, BigGAN), a sampling-time setting only:
 ``sample`` draws z from N(0, I) truncated to |z_i| <= t (components outside are drawn again),
 meant to trade the variety of the samples for their clarity. Training always uses the full
@@ -62,6 +69,7 @@ class GANConfig(BaseModel):
     lr_d: float = Field(2e-4, gt=0)  # TTUR: e.g. lr_d=4e-4, lr_g=1e-4
     augment: list[Literal["translation", "cutout"]] = []  # DiffAugment before every D call
     truncation: float | None = Field(None, gt=0)  # sample z with |z_i| <= t (None: N(0, I))
+    classes: int = Field(0, ge=0)  # > 0: class-conditional on that many labels (0: off)
 
 
 # --- the losses, as pure functions ---------------------------------------------------------
@@ -158,13 +166,18 @@ def _randint(low: int, high: int, n: int, generator: torch.Generator | None,
 # --- networks ------------------------------------------------------------------------------
 
 class Generator(nn.Module):
-    """z -> linear -> (BN, ReLU, 4x4 stride-2 transposed conv)* -> tanh, images in [-1, 1]."""
+    """z -> linear -> (BN, ReLU, 4x4 stride-2 transposed conv)* -> tanh, images in [-1, 1].
+    With ``classes``, the linear layer reads ``[z, one_hot(y)]``."""
 
-    def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], channels: list[int]):
+    def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], channels: list[int],
+                 classes: int = 0):
         super().__init__()
-        self.net = conv_decoder(latent_dim, image_shape, channels, batch_norm=True)
+        self.classes = classes
+        self.net = conv_decoder(latent_dim + classes, image_shape, channels, batch_norm=True)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.classes:
+            z = torch.cat([z, F.one_hot(y, self.classes).to(z.dtype)], dim=1)
         return torch.tanh(self.net(z))
 
 
@@ -172,7 +185,8 @@ class Discriminator(nn.Module):
     """(4x4 stride-2 conv, [BN], LeakyReLU 0.2)* -> linear -> one logit per image. No batch
     norm after the first conv (DCGAN) nor anywhere with spectral norm."""
 
-    def __init__(self, image_shape: tuple[int, int, int], channels: list[int], sn: bool):
+    def __init__(self, image_shape: tuple[int, int, int], channels: list[int], sn: bool,
+                 classes: int = 0):
         super().__init__()
         c, h, w = image_shape
         n = len(channels)
@@ -188,23 +202,30 @@ class Discriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(width))
             layers.append(nn.LeakyReLU(0.2))
             c = width
-        layers += [nn.Flatten(), wrap(nn.Linear(c * (h // 2 ** n) * (w // 2 ** n), 1))]
+        features = c * (h // 2 ** n) * (w // 2 ** n)
+        layers += [nn.Flatten(), wrap(nn.Linear(features, 1))]
         self.net = nn.Sequential(*layers)
+        # the projection: one feature-sized vector per class (spectral norm too, as SNGAN's)
+        self.embed = wrap(nn.Embedding(classes, features)) if classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is None:
+            return self.net(x).squeeze(-1)
+        phi = self.net[:-1](x)
+        return self.net[-1](phi).squeeze(-1) + (self.embed(y) * phi).sum(dim=1)
 
 
 @torch.no_grad()
 def dcgan_init(module: nn.Module) -> None:
-    """DCGAN: conv and linear weights N(0, 0.02), batch-norm scales N(1, 0.02), biases 0."""
+    """DCGAN: conv, linear (and class-embedding) weights N(0, 0.02), batch-norm scales
+    N(1, 0.02), biases 0."""
     for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
             if parametrize.is_parametrized(layer, "weight"):  # spectral norm
                 nn.init.normal_(layer.parametrizations.weight.original, 0.0, 0.02)
             else:
                 nn.init.normal_(layer.weight, 0.0, 0.02)
-            if layer.bias is not None:
+            if getattr(layer, "bias", None) is not None:
                 layer.bias.zero_()
         elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(layer.weight, 1.0, 0.02)
@@ -235,43 +256,59 @@ class GAN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.image_shape = tuple(int(d) for d in image_shape)
-        self.generator = Generator(cfg.latent_dim, self.image_shape, cfg.g_channels)
-        self.discriminator = Discriminator(self.image_shape, cfg.d_channels, cfg.spectral_norm)
+        self.generator = Generator(cfg.latent_dim, self.image_shape, cfg.g_channels,
+                                   cfg.classes)
+        self.discriminator = Discriminator(self.image_shape, cfg.d_channels, cfg.spectral_norm,
+                                           cfg.classes)
         dcgan_init(self)
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether batches must be ``(images, labels)`` (a class-conditional GAN)."""
+        return self.cfg.classes > 0
+
+    def _split(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(images in [-1, 1], labels or None)`` of a batch."""
+        if self.uses_labels:
+            images, labels = batch
+            return 2.0 * images - 1.0, labels
+        return 2.0 * batch - 1.0, None
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         spec = self.cfg.optimizer
         return {"d": build_optimizer(self.discriminator.parameters(), spec, self.cfg.lr_d),
                 "g": build_optimizer(self.generator.parameters(), spec, self.cfg.lr_g)}
 
-    def training_step(self, batch: torch.Tensor, ctx) -> dict[str, float]:
+    def training_step(self, batch, ctx) -> dict[str, float]:
         """One D update on a real batch and as many fakes, then one G update on those fakes
         through the updated D (the PyTorch DCGAN example's order)."""
-        real = 2.0 * batch - 1.0
-        z = randn_from((len(batch), self.cfg.latent_dim), ctx.generator, batch.device)
-        fake = self.generator(z)
+        real, y = self._split(batch)
+        z = randn_from((len(real), self.cfg.latent_dim), ctx.generator, real.device)
+        fake = self.generator(z, y)
         aug = lambda x: diff_augment(x, self.cfg.augment, ctx.generator)  # noqa: E731
-        real_logits = self.discriminator(aug(real))
-        fake_logits = self.discriminator(aug(fake.detach()))
+        real_logits = self.discriminator(aug(real), y)
+        fake_logits = self.discriminator(aug(fake.detach()), y)
         loss_d = d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
         ctx.step("d", loss_d)
         with frozen(self.discriminator):
-            loss_g = g_loss(self.discriminator(aug(fake)), self.cfg.g_loss)
+            loss_g = g_loss(self.discriminator(aug(fake), y), self.cfg.g_loss)
         ctx.step("g", loss_g)
         return {"d_loss": loss_d.item(), "g_loss": loss_g.item(),
                 "d_real": torch.sigmoid(real_logits.detach().float()).mean().item(),
                 "d_fake": torch.sigmoid(fake_logits.detach().float()).mean().item()}
 
     @torch.no_grad()
-    def evaluation_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def evaluation_step(self, batch) -> dict[str, torch.Tensor]:
         """D's probability that each test image is real."""
-        return {"d_real_prob": torch.sigmoid(self.discriminator(2.0 * batch - 1.0).float())}
+        images, y = self._split(batch)
+        return {"d_real_prob": torch.sigmoid(self.discriminator(images, y).float())}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         device = next(self.parameters()).device
         z = truncated_randn((n, self.cfg.latent_dim), self.cfg.truncation, generator, device)
-        return (self.generator(z).float() + 1.0) / 2.0
+        y = (torch.arange(n, device=device) % self.cfg.classes) if self.uses_labels else None
+        return (self.generator(z, y).float() + 1.0) / 2.0
 
 
 def build(cfg: GANConfig, image_shape: tuple[int, int, int]) -> GAN:

@@ -99,6 +99,19 @@ def binarize_mode(spec: GenerativeSpec, model) -> str:
     return "dynamic" if getattr(model, "binary", False) else "none"
 
 
+def data_batches(spec: GenerativeSpec, data, model):
+    """``(train_batches(generator, indices), test_batches())`` for ``Trainer.fit``: binarized
+    as the model needs, with the labels when the model is class-conditional."""
+    from generative.data import batches
+
+    binarize = binarize_mode(spec, model)
+    labels = bool(getattr(model, "uses_labels", False))
+    bs = spec.train.batch_size
+    return (lambda gen, idx: batches(data, "train", bs, binarize=binarize, generator=gen,
+                                     sampler=idx, labels=labels),
+            lambda: batches(data, "test", max(bs, 256), binarize=binarize, labels=labels))
+
+
 def build_trainer(spec: GenerativeSpec, data, device: str, **kwargs):
     """Seeded model + Trainer; raises SpecError (nothing written yet) on a bad combination."""
     import torch
@@ -108,6 +121,11 @@ def build_trainer(spec: GenerativeSpec, data, device: str, **kwargs):
     if spec.train.torch_threads:
         torch.set_num_threads(spec.train.torch_threads)
     torch.manual_seed(spec.train.seed)
+    classes = getattr(spec.model, "classes", 0)
+    if classes and classes != data.num_classes:
+        raise SpecError(f"model.classes={classes}, but dataset {spec.data.name!r} has "
+                        f"{data.num_classes} classes: set model.classes={data.num_classes} "
+                        "(or 0 for an unconditional model)")
     model = build_model(spec, data.image_shape)
     return Trainer(model, spec.train, device=device, title=spec.name, **kwargs)
 
@@ -149,7 +167,6 @@ def train(spec: GenerativeSpec, *, tracker: Tracker | None, device: str = "auto"
     ``prepared``: the (data, trainer) of ``prepare`` when the caller checked the spec first."""
     import torch
 
-    from generative.data import batches
     from lab.checkpoint import NonFiniteLossError
     from lab.images import save_grid
     from lab.runner import git_commit
@@ -192,15 +209,11 @@ def train(spec: GenerativeSpec, *, tracker: Tracker | None, device: str = "auto"
         else:
             print_fn(f"run {run_id} had no checkpoint yet: starting it again from step 0")
 
-    binarize = binarize_mode(spec, trainer.model)
-    bs = spec.train.batch_size
+    train_batches, test_batches = data_batches(spec, data, trainer.model)
     start = time.monotonic()
     result = GenResult(run_id, "RUNNING")
     try:
-        fit = trainer.fit(
-            lambda gen, idx: batches(data, "train", bs, binarize=binarize, generator=gen,
-                                     sampler=idx),
-            len(data.train), lambda: batches(data, "test", max(bs, 256), binarize=binarize))
+        fit = trainer.fit(train_batches, len(data.train), test_batches)
         if trainer.is_main and spec.train.final_eval != "none":
             gen = torch.Generator(device=trainer.device).manual_seed(spec.train.seed)
             result.final = final_metrics(trainer.eval_model, data, device=trainer.device,

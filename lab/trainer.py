@@ -56,8 +56,10 @@ from lab.checkpoint import (
 from lab.spec import SpecError, TrainerSpec
 from lab.tracking import Logger
 
-# train_batches(generator, indices) -> the epoch's batches of train[indices], in that order
-BatchFn = Callable[[torch.Generator, Sequence[int]], Iterable[torch.Tensor]]
+# train_batches(generator, indices) -> the epoch's batches of train[indices], in that order; a
+# batch is a tensor of images or a tuple (images, labels) for a class-conditional model
+Batch = torch.Tensor | tuple[torch.Tensor, ...]
+BatchFn = Callable[[torch.Generator, Sequence[int]], Iterable[Batch]]
 
 
 class GenerativeModel(nn.Module):
@@ -68,14 +70,27 @@ class GenerativeModel(nn.Module):
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError  # {"main": ...} or {"d": ..., "g": ...}
 
-    def training_step(self, batch: torch.Tensor, ctx: StepContext) -> dict[str, float]:
+    def training_step(self, batch: Batch, ctx: StepContext) -> dict[str, float]:
         raise NotImplementedError  # calls ctx.step(name, loss); returns metrics as floats
 
-    def evaluation_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def evaluation_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError  # per-example values of shape (B,)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError  # (n, C, H, W) in [0, 1]
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """A batch on ``device``: a tensor, or a tuple of tensors (images first, then for example
+    the labels of a class-conditional model)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def batch_length(batch: Batch) -> int:
+    """How many examples a batch (a tensor or a tuple of tensors) holds."""
+    return len(batch if isinstance(batch, torch.Tensor) else batch[0])
 
 
 def can_compile(device: torch.device) -> bool:
@@ -245,7 +260,7 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def fit(self, train_batches: BatchFn, num_train: int,
-            test_batches: Callable[[], Iterable[torch.Tensor]] | None = None,
+            test_batches: Callable[[], Iterable[Batch]] | None = None,
             resume: bool = False) -> FitResult:
         """Train until ``cfg.epochs`` are done (from the checkpoint when ``resume``)."""
         cfg = self.cfg
@@ -267,7 +282,7 @@ class Trainer:
         return FitResult(self.epoch, self.global_step, examples, train_s, metrics)
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[torch.Tensor]) -> dict[str, float]:
+    def evaluate(self, batches: Iterable[Batch]) -> dict[str, float]:
         """Means over all examples of ``evaluation_step``'s per-example values (EMA weights)."""
         model = self.eval_model
         was_training = model.training
@@ -276,10 +291,10 @@ class Trainer:
         count = 0
         for batch in batches:
             with self._autocast():
-                values = model.evaluation_step(batch.to(self.device, non_blocking=True))
+                values = model.evaluation_step(to_device(batch, self.device))
             for key, v in values.items():
                 sums[key] = sums.get(key, 0.0) + float(v.float().sum())
-            count += len(batch)
+            count += batch_length(batch)
         model.train(was_training)
         return {key: total / count for key, total in sums.items()}
 
@@ -354,7 +369,7 @@ class Trainer:
             ctx.global_step = self.global_step
             ctx.generator.manual_seed(derived_seed(cfg.seed, self.rank, 1, self.global_step))
             with self._autocast():
-                metrics = self.model.training_step(batch.to(self.device, non_blocking=True), ctx)
+                metrics = self.model.training_step(to_device(batch, self.device), ctx)
             if self.scaler is not None:
                 self.scaler.update()
             for scheduler in self.schedulers.values():
@@ -365,7 +380,7 @@ class Trainer:
                 self._sums[key] = self._sums.get(key, 0.0) + float(value)
             self.global_step += 1
             self._batch_in_epoch += 1
-            seen += len(batch)
+            seen += batch_length(batch)
             bar.update(self.global_step, self.epoch, metrics)
             if every and self.global_step % every == 0:
                 self.save_checkpoint()
@@ -382,7 +397,7 @@ class Trainer:
         return torch.randperm(num_train, generator=data_gen).tolist()
 
     def _end_epoch(self, examples: int, epoch_s: float,
-                   test_batches: Callable[[], Iterable[torch.Tensor]] | None) -> dict[str, float]:
+                   test_batches: Callable[[], Iterable[Batch]] | None) -> dict[str, float]:
         cfg = self.cfg
         steps = max(self._batch_in_epoch, 1)
         metrics = {f"train/{k}": v / steps for k, v in self._sums.items()}

@@ -29,9 +29,10 @@ class StepContext:
         self.calls.append(name)
 
 
-def train(model, data, epochs: int, batch_size: int = 64, seed: int = 0) -> list[dict]:
-    """``epochs`` passes over ``data.train`` (binarized dynamically for binary models);
-    returns every step's metrics."""
+def train(model, data, epochs: int, batch_size: int = 64, seed: int = 0,
+          labels: bool = False) -> list[dict]:
+    """``epochs`` passes over ``data.train`` (binarized dynamically for binary models; with
+    ``labels``, batches of (images, labels)); returns every step's metrics."""
     torch.manual_seed(seed)
     ctx = StepContext(model.configure_optimizers(), seed)
     binarize = "dynamic" if model.binary else "none"
@@ -40,7 +41,8 @@ def train(model, data, epochs: int, batch_size: int = 64, seed: int = 0) -> list
     for epoch in range(epochs):
         ctx.epoch = epoch
         for batch in batches(data, "train", batch_size, binarize=binarize,
-                             generator=ctx.generator, shuffle=True, drop_last=True):
+                             generator=ctx.generator, shuffle=True, drop_last=True,
+                             labels=labels):
             history.append(model.training_step(batch, ctx))
             ctx.global_step += 1
     model.eval()

@@ -213,3 +213,63 @@ def test_truncation_is_a_sampling_setting_only():
     assert 0.0 <= truncated.min() and truncated.max() <= 1.0
     with pytest.raises(ValueError, match="truncation"):
         GANConfig(truncation=0.0)
+
+
+def test_projection_discriminator_by_hand():
+    """logit(x, y) = psi(phi(x)) + embed(y) . phi(x), phi the features before the last
+    linear layer; without classes D has no embedding and reads no label."""
+    torch.manual_seed(0)
+    gan = GAN(GANConfig(latent_dim=8, g_channels=[8], d_channels=[8], classes=3), (1, 8, 8))
+    d = gan.discriminator
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 2, 1, 2])
+    with torch.no_grad():
+        d.embed.weight.normal_()  # away from the small DCGAN init, so the term shows
+        phi = d.net[:-1](x)
+        psi = phi @ d.net[-1].weight[0] + d.net[-1].bias[0]
+        expected = psi + torch.stack([phi[i] @ d.embed.weight[y[i]] for i in range(4)])
+        assert torch.allclose(d(x, y), expected, atol=1e-5)
+        assert not torch.allclose(d(x, y), d(x, torch.tensor([1, 0, 2, 0])))
+    plain = GAN(GANConfig(latent_dim=8, g_channels=[8], d_channels=[8]), (1, 8, 8))
+    assert plain.discriminator.embed is None and not plain.uses_labels and gan.uses_labels
+
+
+def test_conditional_generator_reads_the_label_and_samples_cycle_through_them():
+    torch.manual_seed(0)
+    gan = GAN(GANConfig(latent_dim=8, g_channels=[8], d_channels=[8], classes=4,
+                        spectral_norm=True), (1, 8, 8)).eval()
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        assert not torch.allclose(gan.generator(z, torch.tensor([0, 0])),
+                                  gan.generator(z, torch.tensor([3, 3])))
+    seen = []
+    forward = gan.generator.forward
+    gan.generator.forward = lambda z, y: seen.append(y.tolist()) or forward(z, y)
+    assert gan.sample(6).shape == (6, 1, 8, 8)
+    assert seen == [[0, 1, 2, 3, 0, 1]]
+    layers = [m for m in gan.discriminator.modules() if isinstance(m, nn.Embedding)]
+    assert len(layers) == 1 and parametrize.is_parametrized(layers[0], "weight")
+
+
+def test_conditional_gan_draws_the_digit_it_is_asked_for():
+    """Each sample's nearest class mean (raw pixels) against the label it was drawn with: at
+    chance (~0.11) before training, 0.98 after 15 epochs (spectral norm); real test digits
+    score 0.89 by this rule."""
+    data = load_dataset("digits")
+    config_cls, build = MODELS["gan"]
+    torch.manual_seed(0)
+    model = build(config_cls(latent_dim=16, g_channels=[64, 32], d_channels=[32, 64],
+                             spectral_norm=True, classes=10), data.image_shape)
+    means = torch.stack([data.train[data.train_labels == c].mean(0) for c in range(10)])
+
+    def agreement() -> float:
+        s = model.sample(500, torch.Generator().manual_seed(0))
+        nearest = torch.cdist(s.flatten(1), means.flatten(1)).argmin(1)
+        return float((nearest == torch.arange(500) % 10).float().mean())
+
+    before = agreement()
+    history = train(model, data, epochs=15, labels=True)
+    assert before < 0.3
+    assert agreement() > 0.8
+    assert all(math.isfinite(h["d_loss"]) and math.isfinite(h["g_loss"]) for h in history)
+    d_real = model.evaluation_step((data.test, data.test_labels))["d_real_prob"]
+    assert d_real.shape == (len(data.test),)

@@ -180,3 +180,20 @@ def test_generative_presets_validate_against_the_real_models():
         spec = gen_runner.load_generative_spec(name)
         assert spec.model.type in MODELS and spec.name == name
         assert spec.data.name == name.split("-")[0].replace("mnist", "mnist5k")
+
+
+def test_a_class_conditional_gan_trains_through_the_cli(store, capsys):
+    """The real GAN with model.classes: labelled batches through the trainer (EMA, test
+    evaluation, sample grids, the final metrics)."""
+    assert main(["train", "digits-gan", "model.classes=10", "train.epochs=2",
+                 "train.final_eval=quick", "--no-progress", "--tracking-uri", store]) == 0
+    assert "FINISHED: 2 epochs" in capsys.readouterr().out
+    client, run = only_run(store)
+    assert run.data.params["model.classes"] == "10"
+    assert 0 < run.data.metrics["test/d_real_prob"] < 1
+    assert math.isfinite(run.data.metrics["final/fid"])
+
+
+def test_a_class_count_unlike_the_datasets_is_refused(store, tmp_path, capsys):
+    assert_refused(["train", "digits-gan", "model.classes=7", "--tracking-uri", store],
+                   ["model.classes=7", "has 10 classes", "model.classes=10"], tmp_path, capsys)

@@ -102,6 +102,19 @@ def test_sampler_gives_the_indices():
     assert torch.equal(out, d.train[idx])
 
 
+def test_labelled_batches_pair_each_image_with_its_label():
+    d = load_dataset("digits")
+    g = torch.Generator().manual_seed(4)
+    out = list(batches(d, "train", 100, shuffle=True, generator=g, labels=True))
+    order = torch.randperm(len(d.train), generator=torch.Generator().manual_seed(4))
+    images = torch.cat([x for x, _ in out])
+    labels = torch.cat([y for _, y in out])
+    assert torch.equal(images, d.train[order]) and torch.equal(labels, d.train_labels[order])
+    (x, y), *_ = batches(d, "test", 64, labels=True)
+    assert torch.equal(x, d.test[:64]) and torch.equal(y, d.test_labels[:64])
+    assert y.dtype == torch.int64
+
+
 # ---- folders: fakes written here -------------------------------------------------------------
 
 def write_idx(path, array, gz):
