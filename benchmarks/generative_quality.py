@@ -14,7 +14,8 @@ training minutes next to each number. Targets:
   digits (the PixelCNN paper: 81.3 on full binarized MNIST);
 - VAE: -IWAE_k with k = 1000 <= 100 nats on the same digits;
 - GAN: Inception Score (the lab's classifier) >= 8.5, and a FID below the VAE's samples
-  (both FIDs against the training digits, beside the real-vs-real floor).
+  (both FIDs against the training digits, beside the real-vs-real floor). ``cgan`` is the
+  class-conditional GAN (mnist-cgan), judged the same way beside the unconditional one.
 
 Sample grids go to ``--out`` (default runs/quality/<model>.png), for the README.
 ``--smoke`` runs the ``digits-*`` presets for 2 epochs with the quick evaluation: it checks
@@ -37,6 +38,12 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 TARGETS = {"pixelcnn": "test_nll <= 88", "vae": "test_nll <= 100 (k = 1000)",
            "gan": "inception_score >= 8.5 and fid < the VAE's fid"}
+TARGETS["cgan"] = TARGETS["gan"]  # the class-conditional GAN, judged as the GAN
+# model -> (preset, --smoke preset, the smoke run's extra overrides)
+PRESETS = {"vae": ("mnist-vae", "digits-vae", []),
+           "pixelcnn": ("mnist-pixelcnn", "digits-pixelcnn", []),
+           "gan": ("mnist-gan", "digits-gan", []),
+           "cgan": ("mnist-cgan", "digits-gan", ["model.classes=10"])}
 
 
 def train_and_evaluate(preset: str, overrides: list[str], quick: bool, device: str,
@@ -90,14 +97,16 @@ def verdicts(results: dict[str, dict], vae_fid: float | None = None
     if "vae" in results:
         final = results["vae"]["final"]
         out["vae"] = final["test_nll"] <= 100 if final["iwae_k"] == 1000 else None
-    if "gan" in results:
-        final = results["gan"]["final"]
-        vae_fid = results.get("vae", {}).get("final", {}).get("fid", vae_fid)
+    vae_fid = results.get("vae", {}).get("final", {}).get("fid", vae_fid)
+    for name in ("gan", "cgan"):
+        if name not in results:
+            continue
+        final = results[name]["final"]
         good_is = final["inception_score"] >= 8.5
         if vae_fid is None:  # the FID half needs the VAE in the same run
-            out["gan"] = None if good_is else False
+            out[name] = None if good_is else False
         else:
-            out["gan"] = good_is and final["fid"] < vae_fid
+            out[name] = good_is and final["fid"] < vae_fid
     return out
 
 
@@ -120,7 +129,7 @@ def report(results: dict[str, dict], vae_fid: float | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["pixelcnn", "vae", "gan"],
-                        choices=["pixelcnn", "vae", "gan"])
+                        choices=list(PRESETS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="preset overrides for every model, e.g. train.epochs=5")
     parser.add_argument("--smoke", action="store_true",
@@ -136,11 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = (["train.epochs=2"] if args.smoke else []) + list(args.set)
     results = {}
-    order = [m for m in ("vae", "pixelcnn", "gan") if m in args.models]  # VAE's FID first
+    order = [m for m in PRESETS if m in args.models]  # VAE's FID first
     for name in order:
-        preset = f"{'digits' if args.smoke else 'mnist'}-{name}"
+        preset, smoke_preset, smoke_overrides = PRESETS[name]
+        if args.smoke:
+            preset = smoke_preset
+        extra = smoke_overrides if args.smoke else []
         print(f"{preset}: training ...", flush=True)
-        results[name] = train_and_evaluate(preset, overrides, args.smoke, args.device,
+        results[name] = train_and_evaluate(preset, extra + overrides, args.smoke, args.device,
                                            args.out / f"{name}.png", args.truncations)
         r = results[name]
         print(f"{preset}: {r['epochs']} epochs in {r['train_min']:.1f} min "

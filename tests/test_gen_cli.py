@@ -165,7 +165,7 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(toy, sto
 def test_lab_list_shows_the_generative_presets(capsys):
     names = [n for n in preset_names() if "model" in read_preset(n)]
     assert {"digits-pixelcnn", "digits-vae", "digits-gan", "mnist-pixelcnn", "mnist-vae",
-            "mnist-gan"} <= set(names)
+            "mnist-gan", "mnist-cgan"} <= set(names)
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for name in names:
@@ -176,7 +176,7 @@ def test_generative_presets_validate_against_the_real_models():
     from generative import MODELS
 
     for name in ("digits-pixelcnn", "digits-vae", "digits-gan", "mnist-pixelcnn", "mnist-vae",
-                 "mnist-gan"):
+                 "mnist-gan", "mnist-cgan"):
         spec = gen_runner.load_generative_spec(name)
         assert spec.model.type in MODELS and spec.name == name
         assert spec.data.name == name.split("-")[0].replace("mnist", "mnist5k")
