@@ -1,9 +1,10 @@
 """Training speed of the mnist-* generative presets on each device and precision, in one process.
 
 The GPU check's generative section (benchmarks/gpu_check.sh generative). Each model trains through
-the shared trainer exactly as its preset says (compile, channels-last, EMA as set there), with
-only the precision and the device changed, for ``--epochs`` epochs over the first ``--examples``
-training digits (all 4,500 by default; fewer keep a slow device's leg short). The figure is the
+the shared trainer as its preset says (compile, channels-last, EMA as set there), with the
+precision and the device changed, torch's default thread count (all cores), no test evaluation
+or sample grids, for ``--epochs`` epochs over the first EXAMPLES training digits of a leg (all
+4,500 by default; fewer keep a slow device's leg short). The figure is the
 last epoch's ``time/examples_per_sec``: the first epoch also pays torch.compile and the device's
 warm-up, and is printed beside it. One process for every leg, so the interpreter, torch and the
 data load once.
