@@ -53,6 +53,7 @@ class ExpertConfig(_Strict):
     level: int = Field(1, ge=0, le=10)
     random_opening: int = Field(4, ge=0)
     seed: int = Field(0, ge=0)
+    workers: int = Field(1, ge=1)  # GNU Go processes making the games (same games for any count)
     test_fraction: float = Field(0.1, gt=0, lt=1)  # held-out games for top-1/top-5
 
 

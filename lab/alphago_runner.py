@@ -284,7 +284,7 @@ def _expert_folder(spec) -> Path:
     if len(list(folder.glob("*.sgf"))) < e.games:
         print(f"making {e.games} expert games (GNU Go level {e.level}) -> {folder}", flush=True)
         expert_games(spec.size, e.games, e.level, e.seed, folder,
-                     random_opening_moves=e.random_opening, komi=spec.komi)
+                     random_opening_moves=e.random_opening, komi=spec.komi, workers=e.workers)
     return folder
 
 

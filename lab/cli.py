@@ -207,6 +207,8 @@ def _go_parser(sub, store) -> None:
     x.add_argument("--out", required=True, help="folder for the SGF files (created if needed)")
     x.add_argument("--random-opening", type=int, default=4, metavar="K",
                    help="the first K plies are random legal moves (default 4)")
+    x.add_argument("--workers", type=int, default=1,
+                   help="GNU Go processes at once (default 1; the same games for any count)")
     board(x)
     x.set_defaults(go_command="expert_games")
 

@@ -438,6 +438,8 @@ def run_expert_games(args) -> int:
     if not 0 <= args.random_opening <= most:
         raise SpecError(f"--random-opening {args.random_opening}: must be 0..{most} on "
                         f"{args.size}x{args.size}")
+    if args.workers < 1:
+        raise SpecError(f"--workers {args.workers}: must be >= 1 (GNU Go processes)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SpecError(f"--out {args.out}: is a file, not a folder")
@@ -453,7 +455,7 @@ def run_expert_games(args) -> int:
 
     paths = expert_games(args.size, args.games, args.level, args.seed, out,
                          random_opening_moves=args.random_opening, komi=args.komi,
-                         progress=report)
+                         workers=args.workers, progress=report)
     print(f"{len(paths)} games of GNU Go level {args.level} on {args.size}x{args.size} in "
           f"{time.perf_counter() - start:.1f} s -> {out}")
     return 0

@@ -88,6 +88,20 @@ def test_a_stopped_run_goes_on_from_the_saved_games(played, tmp_path):
 
 
 @needs_gnugo
+def test_two_workers_make_the_same_games_as_one(played, tmp_path):
+    _, paths, finals = played
+    (tmp_path / paths[1].name).write_bytes(paths[1].read_bytes())  # one already made
+    seen = {}
+    out = expert_games(5, 3, 1, 11, tmp_path, random_opening_moves=OPENING, komi=0.5,
+                       workers=2, progress=lambda i, path, pos: seen.setdefault(i, pos.moves))
+    assert [p.name for p in out] == [p.name for p in paths]
+    assert files_under(tmp_path) == [p.name for p in paths]  # no temp files left behind
+    assert seen == {i: final.moves for i, final in enumerate(finals)}
+    for mine, theirs in zip(out, paths, strict=True):
+        assert mine.read_bytes() == theirs.read_bytes()
+
+
+@needs_gnugo
 def test_training_pairs_and_their_symmetries(played):
     out, _, finals = played
     games = load_games(out)
@@ -143,7 +157,7 @@ def test_folders_of_records_load_and_bad_files_are_named(tmp_path):
 def test_bad_arguments_are_refused_before_anything_is_written(tmp_path):
     for kwargs, words in [(dict(size=4), "5..19"), (dict(games=-1), "games"),
                           (dict(random_opening_moves=13), "0..12"),
-                          (dict(level=11), "level")]:
+                          (dict(level=11), "level"), (dict(workers=0), "workers")]:
         args = dict(size=5, games=1, level=1, seed=0, out_dir=tmp_path / "out") | kwargs
         with pytest.raises(ValueError, match=words):
             expert_games(**args)
@@ -167,6 +181,7 @@ def test_expert_games_command(tmp_path, capsys):
     (["--games", "-1"], ["--games -1", "at least one game"]),
     (["--level", "11"], ["--level 11", "0..10"]),
     (["--random-opening", "-1"], ["--random-opening -1", "0..12"]),
+    (["--workers", "0"], ["--workers 0", ">= 1"]),
     (["--out", "FILE"], ["is a file"]),
 ])
 def test_expert_games_bad_input_exits_2_with_one_line(extra, words, tmp_path, capsys,

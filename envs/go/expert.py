@@ -25,6 +25,8 @@ Nothing here imports torch or anything outside ``envs``.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.util
 import os
 import re
 import warnings
@@ -63,12 +65,14 @@ def opening_comment(random_moves: int, seed: int, level: int, version: str) -> s
 
 
 def expert_games(size: int, games: int, level: int, seed: int, out_dir: str | Path, *,
-                 random_opening_moves: int = 4, komi: float = 7.5,
+                 random_opening_moves: int = 4, komi: float = 7.5, workers: int = 1,
                  progress: Callable[[int, Path, Position], None] | None = None) -> list[Path]:
     """Play ``games`` games of GNU Go level ``level`` against itself on ``size`` x ``size`` and
     save them under ``out_dir`` (created if needed); the SGF paths, in order. ``progress(i,
     path, position)`` is called after each game. The same seed gives the same games, so a game
-    whose file is already there (from a run that was stopped) is read back, not played again."""
+    whose file is already there (from a run that was stopped) is read back, not played again.
+    ``workers`` > 1 plays the missing games in that many processes, one GNU Go each; game ``i``
+    is seeded by ``(seed, i)`` alone, so the files are the same as with one worker."""
     if not 5 <= size <= 19:
         raise ValueError(f"board size must be 5..19, got {size}")
     if games < 0:
@@ -76,37 +80,72 @@ def expert_games(size: int, games: int, level: int, seed: int, out_dir: str | Pa
     if not 0 <= random_opening_moves <= size * size // 2:
         raise ValueError(f"random_opening_moves must be 0..{size * size // 2} on {size}x{size}, "
                          f"got {random_opening_moves}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder")
-    paths = []
+    paths = [out / f"gnugo-L{level}-{size}x{size}-s{seed}-{i:04d}.sgf" for i in range(games)]
+    game = dict(size=size, level=level, seed=seed, random_opening_moves=random_opening_moves,
+                komi=komi)
     with GnuGo(level) as gnugo:  # ValueError for a bad level, GnuGoNotFound without GNU Go
-        version = gnugo.command("version") or "?"
-        name = f"GNU Go {version} level {level}"
         out.mkdir(parents=True, exist_ok=True)
-        for i in range(games):
-            path = out / f"gnugo-L{level}-{size}x{size}-s{seed}-{i:04d}.sgf"
+        missing = []
+        for i, path in enumerate(paths):
             pos = _saved_game(path)
-            if pos is not None:
-                paths.append(path)
-                if progress is not None:
-                    progress(i, path, pos)
-                continue
-            rng = np.random.default_rng([seed, i])
-            gnugo.command(f"set_random_seed {int(rng.integers(1, 2**31 - 1))}")
-            pos = Position(size, komi, max_moves=3 * size * size)
-            for _ in range(random_opening_moves):
-                pos.play(int(rng.choice(np.flatnonzero(pos.legal_mask()[:-1]))))
-            while not pos.is_over:
-                pos.play(gnugo.genmove(pos))
-            tmp = path.with_name(path.name + ".tmp")
-            save_sgf(tmp, pos, black=name, white=name, event="lab expert games",
-                     comment=opening_comment(random_opening_moves, seed, level, version))
-            os.replace(tmp, path)  # no half-written game if the run is killed
-            paths.append(path)
-            if progress is not None:
+            if pos is None:
+                missing.append(i)
+            elif progress is not None:
                 progress(i, path, pos)
+        if workers == 1 or len(missing) < 2:
+            for i in missing:
+                pos = _play_game(gnugo, i, paths[i], **game)
+                if progress is not None:
+                    progress(i, paths[i], pos)
+            return paths
+    # the check above started GNU Go once (a clear error without it); now one per worker
+    ctx = multiprocessing.get_context("spawn")  # no forked torch or pygame state in workers
+    with ctx.Pool(min(workers, len(missing)), _worker_start, (level,)) as pool:
+        jobs = [(i, str(paths[i]), game) for i in missing]
+        for i in pool.imap_unordered(_worker_play, jobs):
+            if progress is not None:
+                progress(i, paths[i], _saved_game(paths[i]))
     return paths
+
+
+def _play_game(gnugo: GnuGo, i: int, path: Path, *, size: int, level: int, seed: int,
+               random_opening_moves: int, komi: float) -> Position:
+    """Game ``i`` of seed ``seed``: seeded random opening plies, then GNU Go to the end; saved
+    atomically at ``path`` (no half-written game if the run is killed)."""
+    rng = np.random.default_rng([seed, i])
+    gnugo.command(f"set_random_seed {int(rng.integers(1, 2**31 - 1))}")
+    pos = Position(size, komi, max_moves=3 * size * size)
+    for _ in range(random_opening_moves):
+        pos.play(int(rng.choice(np.flatnonzero(pos.legal_mask()[:-1]))))
+    while not pos.is_over:
+        pos.play(gnugo.genmove(pos))
+    version = gnugo.command("version") or "?"
+    name = f"GNU Go {version} level {level}"
+    tmp = path.with_name(path.name + ".tmp")
+    save_sgf(tmp, pos, black=name, white=name, event="lab expert games",
+             comment=opening_comment(random_opening_moves, seed, level, version))
+    os.replace(tmp, path)
+    return pos
+
+
+_worker_gnugo: GnuGo | None = None
+
+
+def _worker_start(level: int) -> None:
+    global _worker_gnugo
+    _worker_gnugo = GnuGo(level)
+    multiprocessing.util.Finalize(None, _worker_gnugo.close, exitpriority=10)
+
+
+def _worker_play(job: tuple[int, str, dict]) -> int:
+    i, path, game = job
+    _play_game(_worker_gnugo, i, Path(path), **game)
+    return i
 
 
 def _saved_game(path: Path) -> Position | None:
