@@ -33,7 +33,9 @@ from agents.alphago_play import NetworkEvaluator, SearchPlayer
 from agents.mcts import Leaves, MCTSConfig
 from envs.go import Position, text_to_move
 from envs.go.symmetry import transform_board, transform_move
+from lab.alphago_runner import load_alphago_spec
 from lab.cli import main
+from lab.spec import preset_names
 from lab.tracking import Tracker
 
 HAVE_GNUGO = shutil.which("gnugo") is not None or os.path.exists("/usr/games/gnugo")
@@ -304,6 +306,13 @@ def test_tiny_pipeline_on_5x5(store, capsys):
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(argv, words, store, tmp_path,
                                                             capsys):
     assert_refused(argv + ["--tracking-uri", store], words, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("name", [n for n in preset_names() if "alphago" in n])
+def test_alphago_presets_validate(name):
+    spec = load_alphago_spec(name)
+    assert spec.name == name and spec.stages == ["sl", "rl", "value"]
+    assert spec.expert.random_opening <= spec.size * spec.size // 2
 
 
 def test_imports_flow_downhill():
