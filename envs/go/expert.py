@@ -8,7 +8,9 @@
   saved as ``gnugo-L{level}-{N}x{N}-s{seed}-{i:04d}.sgf`` with PB/PW naming GNU Go and its
   level, RE the Tromp-Taylor result (which GNU Go's own count agrees with under these rules) and
   a GC comment saying how many opening moves were random. GNU Go stands in for professional game
-  records, which are not available offline.
+  records, which are not available offline. Game ``i`` depends on ``(seed, i)`` alone, so a
+  stopped run goes on from the saved files and ``workers=N`` GNU Go processes make the same
+  games as one.
 * ``load_games(folder)``: every ``*.sgf`` in a folder (ours or a user's professional records)
   through ``envs.go.sgf``/sgfmill, as ``(final Position, ExpertGameInfo)`` pairs; a bad file
   raises one ``SgfError`` naming the file, or with ``skip_bad=True`` is skipped with a warning
