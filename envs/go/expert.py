@@ -88,9 +88,10 @@ def expert_games(size: int, games: int, level: int, seed: int, out_dir: str | Pa
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder")
     paths = [out / f"gnugo-L{level}-{size}x{size}-s{seed}-{i:04d}.sgf" for i in range(games)]
-    game = dict(size=size, level=level, seed=seed, random_opening_moves=random_opening_moves,
-                komi=komi)
     with GnuGo(level) as gnugo:  # ValueError for a bad level, GnuGoNotFound without GNU Go
+        game = dict(size=size, level=level, seed=seed, komi=komi,
+                    random_opening_moves=random_opening_moves,
+                    version=gnugo.command("version") or "?")  # the workers run the same binary
         out.mkdir(parents=True, exist_ok=True)
         missing = []
         for i, path in enumerate(paths):
@@ -108,15 +109,15 @@ def expert_games(size: int, games: int, level: int, seed: int, out_dir: str | Pa
     # the check above started GNU Go once (a clear error without it); now one per worker
     ctx = multiprocessing.get_context("spawn")  # no forked torch or pygame state in workers
     with ctx.Pool(min(workers, len(missing)), _worker_start, (level,)) as pool:
-        jobs = [(i, str(paths[i]), game) for i in missing]
-        for i in pool.imap_unordered(_worker_play, jobs):
+        jobs = [(i, paths[i], game) for i in missing]
+        for i, pos in pool.imap_unordered(_worker_play, jobs):
             if progress is not None:
-                progress(i, paths[i], _saved_game(paths[i]))
+                progress(i, paths[i], pos)
     return paths
 
 
 def _play_game(gnugo: GnuGo, i: int, path: Path, *, size: int, level: int, seed: int,
-               random_opening_moves: int, komi: float) -> Position:
+               random_opening_moves: int, komi: float, version: str) -> Position:
     """Game ``i`` of seed ``seed``: seeded random opening plies, then GNU Go to the end; saved
     atomically at ``path`` (no half-written game if the run is killed)."""
     rng = np.random.default_rng([seed, i])
@@ -126,7 +127,6 @@ def _play_game(gnugo: GnuGo, i: int, path: Path, *, size: int, level: int, seed:
         pos.play(int(rng.choice(np.flatnonzero(pos.legal_mask()[:-1]))))
     while not pos.is_over:
         pos.play(gnugo.genmove(pos))
-    version = gnugo.command("version") or "?"
     name = f"GNU Go {version} level {level}"
     tmp = path.with_name(path.name + ".tmp")
     save_sgf(tmp, pos, black=name, white=name, event="lab expert games",
@@ -144,10 +144,9 @@ def _worker_start(level: int) -> None:
     multiprocessing.util.Finalize(None, _worker_gnugo.close, exitpriority=10)
 
 
-def _worker_play(job: tuple[int, str, dict]) -> int:
+def _worker_play(job: tuple[int, Path, dict]) -> tuple[int, Position]:
     i, path, game = job
-    _play_game(_worker_gnugo, i, Path(path), **game)
-    return i
+    return i, _play_game(_worker_gnugo, i, path, **game)
 
 
 def _saved_game(path: Path) -> Position | None:
