@@ -30,6 +30,16 @@ phi(x) D's features before its last linear layer. The fakes of a batch carry the
 batch's labels; ``sample`` draws the labels 0, 1, ..., classes - 1 in turn, so the classes
 come out balanced. Off (0) by default.
 
+``codes``: InfoGAN (Chen et al. 2016) when > 0, still unsupervised (no labels are read): G
+reads ``[z, one_hot(c)]`` with a categorical code c drawn uniformly from ``codes`` values, and
+a head Q on D's features (a hidden layer, then ``codes`` logits) learns to tell c back from
+G(z, c). Both players add ``info_weight`` times Q's cross-entropy on the fakes, a lower bound
+on the mutual information I(c; G(z, c)) up to the constant log(codes): D's step trains Q (and
+D's shared layers) on the detached fakes, G's step makes G's codes easy to tell apart. On
+digits the code tends to take the digit classes, so the switch between two digits is made by
+c, a discrete choice, and fewer samples fall between two digits. ``sample`` draws c uniformly
+at random, as in training. Off (0) by default; not with ``classes``.
+
 ``truncation``: the truncation trick (Brock et al. 2019, BigGAN), a sampling-time setting only:
 ``sample`` draws z from N(0, I) truncated to |z_i| <= t (components outside are drawn again),
 meant to trade the variety of the samples for their clarity. Training always uses the full
@@ -45,7 +55,7 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
@@ -70,6 +80,16 @@ class GANConfig(BaseModel):
     augment: list[Literal["translation", "cutout"]] = []  # DiffAugment before every D call
     truncation: float | None = Field(None, gt=0)  # sample z with |z_i| <= t (None: N(0, I))
     classes: int = Field(0, ge=0)  # > 0: class-conditional on that many labels (0: off)
+    codes: int = Field(0, ge=0)  # > 0: InfoGAN's categorical code with that many values
+    info_weight: float = Field(1.0, ge=0)  # lambda of InfoGAN's mutual-information term
+
+    @model_validator(mode="after")
+    def _codes_or_classes(self) -> GANConfig:
+        if self.codes and self.classes:
+            raise ValueError(f"model.codes={self.codes} and model.classes={self.classes} "
+                             "cannot both be set: codes is the unsupervised InfoGAN code, "
+                             "classes the labelled conditional GAN; set one to 0")
+        return self
 
 
 # --- the losses, as pure functions ---------------------------------------------------------
@@ -94,6 +114,12 @@ def g_loss(fake_logits: torch.Tensor, kind: str = "non_saturating") -> torch.Ten
     if kind == "minimax":
         return -F.softplus(fake_logits).mean()
     raise ValueError(f"unknown generator loss {kind!r} (valid: non_saturating, minimax)")
+
+
+def info_loss(code_logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """InfoGAN's term: E[-log Q(c | G(z, c))], the cross-entropy of Q's logits against the
+    drawn codes. I(c; G(z, c)) >= H(c) - this = log(codes) - this for a uniform code."""
+    return F.cross_entropy(code_logits.float(), codes)
 
 
 def truncated_randn(shape, threshold: float | None, generator: torch.Generator | None,
@@ -186,7 +212,7 @@ class Discriminator(nn.Module):
     norm after the first conv (DCGAN) nor anywhere with spectral norm."""
 
     def __init__(self, image_shape: tuple[int, int, int], channels: list[int], sn: bool,
-                 classes: int = 0):
+                 classes: int = 0, codes: int = 0):
         super().__init__()
         c, h, w = image_shape
         n = len(channels)
@@ -207,12 +233,20 @@ class Discriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         # the projection: one feature-sized vector per class (spectral norm too, as SNGAN's)
         self.embed = wrap(nn.Embedding(classes, features)) if classes else None
+        # InfoGAN's Q head on the same features (no spectral norm: it is a classifier)
+        self.q = (nn.Sequential(nn.Linear(features, 128), nn.LeakyReLU(0.2),
+                                nn.Linear(128, codes)) if codes else None)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.embed is None:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, with_code: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """One logit per image; with ``with_code`` also Q's code logits, ``(logit, q)``."""
+        if self.embed is None and not with_code:
             return self.net(x).squeeze(-1)
         phi = self.net[:-1](x)
-        return self.net[-1](phi).squeeze(-1) + (self.embed(y) * phi).sum(dim=1)
+        logit = self.net[-1](phi).squeeze(-1)
+        if self.embed is not None:
+            logit = logit + (self.embed(y) * phi).sum(dim=1)
+        return (logit, self.q(phi)) if with_code else logit
 
 
 @torch.no_grad()
@@ -257,9 +291,9 @@ class GAN(nn.Module):
         self.cfg = cfg
         self.image_shape = tuple(int(d) for d in image_shape)
         self.generator = Generator(cfg.latent_dim, self.image_shape, cfg.g_channels,
-                                   cfg.classes)
+                                   cfg.classes or cfg.codes)
         self.discriminator = Discriminator(self.image_shape, cfg.d_channels, cfg.spectral_norm,
-                                           cfg.classes)
+                                           cfg.classes, cfg.codes)
         dcgan_init(self)
 
     @property
@@ -281,21 +315,38 @@ class GAN(nn.Module):
 
     def training_step(self, batch, ctx) -> dict[str, float]:
         """One D update on a real batch and as many fakes, then one G update on those fakes
-        through the updated D (the PyTorch DCGAN example's order)."""
+        through the updated D (the PyTorch DCGAN example's order). With ``codes``, both add
+        ``info_weight`` times Q's cross-entropy on the fakes' codes."""
         real, y = self._split(batch)
         z = randn_from((len(real), self.cfg.latent_dim), ctx.generator, real.device)
-        fake = self.generator(z, y)
+        c = (_randint(0, self.cfg.codes, len(real), ctx.generator, real.device)
+             if self.cfg.codes else None)
+        fake = self.generator(z, y if c is None else c)
         aug = lambda x: diff_augment(x, self.cfg.augment, ctx.generator)  # noqa: E731
         real_logits = self.discriminator(aug(real), y)
-        fake_logits = self.discriminator(aug(fake.detach()), y)
-        loss_d = d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
+        if c is None:
+            fake_logits = self.discriminator(aug(fake.detach()), y)
+            loss_d = d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
+        else:
+            fake_logits, q_logits = self.discriminator(aug(fake.detach()), with_code=True)
+            loss_info_d = info_loss(q_logits, c)
+            loss_d = (d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
+                      + self.cfg.info_weight * loss_info_d)
         ctx.step("d", loss_d)
         with frozen(self.discriminator):
-            loss_g = g_loss(self.discriminator(aug(fake), y), self.cfg.g_loss)
+            if c is None:
+                loss_g = g_loss(self.discriminator(aug(fake), y), self.cfg.g_loss)
+            else:
+                g_logits, g_q = self.discriminator(aug(fake), with_code=True)
+                loss_info_g = info_loss(g_q, c)
+                loss_g = g_loss(g_logits, self.cfg.g_loss) + self.cfg.info_weight * loss_info_g
         ctx.step("g", loss_g)
-        return {"d_loss": loss_d.item(), "g_loss": loss_g.item(),
-                "d_real": torch.sigmoid(real_logits.detach().float()).mean().item(),
-                "d_fake": torch.sigmoid(fake_logits.detach().float()).mean().item()}
+        out = {"d_loss": loss_d.item(), "g_loss": loss_g.item(),
+               "d_real": torch.sigmoid(real_logits.detach().float()).mean().item(),
+               "d_fake": torch.sigmoid(fake_logits.detach().float()).mean().item()}
+        if c is not None:  # Q's cross-entropy on G's codes: log(codes) at chance, 0 when told
+            out["info_loss"] = loss_info_g.item()
+        return out
 
     @torch.no_grad()
     def evaluation_step(self, batch) -> dict[str, torch.Tensor]:
@@ -308,6 +359,8 @@ class GAN(nn.Module):
         device = next(self.parameters()).device
         z = truncated_randn((n, self.cfg.latent_dim), self.cfg.truncation, generator, device)
         y = (torch.arange(n, device=device) % self.cfg.classes) if self.uses_labels else None
+        if self.cfg.codes:  # InfoGAN: the code from its uniform prior, as in training
+            y = _randint(0, self.cfg.codes, n, generator, device)
         return (self.generator(z, y).float() + 1.0) / 2.0
 
 
