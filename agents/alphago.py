@@ -8,8 +8,11 @@
    ``pool_every`` iterations); reward +1/-1 for the learner's win/loss, a mean baseline;
    ``rl/win_rate_vs_sl`` every ``eval_every`` iterations.
 3. Value network: regression (MSE) of the game outcome on positions of RL-policy self-play, ONE
-   position per game, drawn uniformly from the game, so the network cannot memorize games;
-   ``test/mse`` on held-out games.
+   position per game, so the network cannot memorize games; ``test/mse`` on held-out games.
+   ``value.sampling``: ``rl`` draws the position uniformly from an RL-policy self-play game;
+   ``alphago`` builds each game as AlphaGo's Methods did: U ~ unif{0, ..., U_max - 1} moves of
+   the SL policy, one legal move uniformly at random, the RL policy to the end, and keeps the
+   position after the random move (more varied positions than RL self-play reaches).
 4. Search: ``agents.alphago_play.SearchPlayer`` (PUCT on policy priors, value net and playouts
    mixed by lambda).
 
@@ -78,6 +81,10 @@ class RLConfig(_Strict):
 
 class ValueConfig(_Strict):
     games: int = Field(2000, ge=4)  # self-play games, one training position each
+    # where the position comes from: "rl" (uniform in an RL self-play game) or "alphago" (SL
+    # moves, one random move, RL to the end; the position after the random move)
+    sampling: Literal["rl", "alphago"] = "rl"
+    random_ply_max: int | None = Field(None, ge=1)  # U_max of "alphago" (None: N*N)
     batch_games: int = Field(64, ge=1)  # games played side by side
     test_fraction: float = Field(0.1, gt=0, lt=1)
     lr: float = Field(1e-3, gt=0)
@@ -335,30 +342,92 @@ def win_rate(net_a: PolicyNet, net_b: PolicyNet, games: int, spec: AlphaGoSpec,
 
 # ---- the value network ------------------------------------------------------------------------
 
-def value_positions(spec: AlphaGoSpec, rl_net: PolicyNet, *, device: str = "auto",
-                    progress: Callable[[int], None] | None = None) -> dict:
-    """RL-policy self-play, one (features, outcome for the side to move) per game: ``x``,
-    ``z``, ``game`` (the game each position came from, distinct by construction), ``ply``."""
+def value_positions(spec: AlphaGoSpec, rl_net: PolicyNet, *, sl_net: PolicyNet | None = None,
+                    device: str = "auto", progress: Callable[[int], None] | None = None
+                    ) -> dict:
+    """One (features, outcome for the side to move) per game, ``value.games`` of them: ``x``,
+    ``z``, ``game`` (the game each position came from, distinct by construction), ``ply``.
+    ``value.sampling`` ``rl``: RL-policy self-play; ``alphago``: ``alphago_value_games``
+    (needs ``sl_net``), games over before their random move are played again."""
     from lab.trainer import resolve_device
 
     cfg = spec.value
+    if cfg.sampling == "alphago" and sl_net is None:
+        raise ValueError("value.sampling=alphago needs the SL policy (sl_net)")
     dev = resolve_device(device)
-    net = PolicyNet(spec.size, rl_net.cfg).to(dev).eval()
-    net.load_state_dict(rl_net.state_dict())
+
+    def copy(src: PolicyNet) -> PolicyNet:
+        net = PolicyNet(spec.size, src.cfg).to(dev).eval()
+        net.load_state_dict(src.state_dict())
+        return net
+
+    net = copy(rl_net)
+    sl = copy(sl_net) if cfg.sampling == "alphago" else None
+    u_max = cfg.random_ply_max or spec.size * spec.size
     rng = np.random.default_rng(cfg.seed)
     xs, zs, ids, plies = [], [], [], []
-    done = 0
+    done = played = 0
     while done < cfg.games:
         g = min(cfg.batch_games, cfg.games - done)
-        out = play_games(net, net, g, size=spec.size, komi=spec.komi, rng=rng, record="one",
-                         device=dev)
-        xs.append(out["x"]), zs.append(out["z"]), ids.append(out["game"] + done)
-        plies.append(out["ply"])
-        done += g
+        if sl is None:
+            out = play_games(net, net, g, size=spec.size, komi=spec.komi, rng=rng,
+                             record="one", device=dev)
+        else:
+            out = alphago_value_games(sl, net, g, size=spec.size, komi=spec.komi, rng=rng,
+                                      u_max=u_max, device=dev)
+        k = len(out["z"])
+        xs.append(out["x"]), zs.append(out["z"]), plies.append(out["ply"])
+        ids.append(out["game"] + played)
+        done, played = done + k, played + g
         if progress is not None:
             progress(done)
     return {"x": np.concatenate(xs), "z": np.concatenate(zs), "game": np.concatenate(ids),
-            "ply": np.concatenate(plies)}
+            "ply": np.concatenate(plies), "games_played": played}
+
+
+def alphago_value_games(sl_net: PolicyNet, rl_net: PolicyNet, games: int, *, size: int,
+                        komi: float, rng: np.random.Generator, u_max: int,
+                        device: torch.device | str = "cpu") -> dict:
+    """AlphaGo's value-network data (Silver et al. 2016, Methods), ``games`` games side by
+    side: game g draws U_g ~ unif{0, ..., u_max - 1}, plays U_g moves sampled from the SL
+    policy, then one legal stone move uniformly at random (the pass only if nothing else is
+    legal), then moves sampled from the RL policy for both players to the end. It keeps one
+    position, the one after the random move (s_{U+1}), with ``z`` +1/-1 for its side to move.
+    A game over before its random move, or ended by it, keeps none. Returns ``x``, ``z``,
+    ``game``, ``ply`` (moves played before the kept position, U_g + 1)."""
+    positions = [Position(size, komi, max_moves=3 * size * size) for _ in range(games)]
+    u = rng.integers(u_max, size=games)
+    kept: dict[int, tuple[np.ndarray, int, int]] = {}
+    with torch.no_grad():
+        while True:
+            live = [g for g in range(games) if not positions[g].is_over]
+            if not live:
+                break
+            for g in live:
+                pos = positions[g]
+                if pos.move_number == u[g]:
+                    stones = pos.legal_moves()[:-1]  # the pass comes last
+                    pos.play(int(rng.choice(stones)) if stones else pos.pass_move)
+                    if not pos.is_over:
+                        kept[g] = (position_features(pos), pos.to_play, pos.move_number)
+            for net, sl_phase in ((sl_net, True), (rl_net, False)):
+                turn = [g for g in live if not positions[g].is_over
+                        and (positions[g].move_number < u[g]) == sl_phase
+                        and positions[g].move_number != u[g]]
+                if not turn:
+                    continue
+                x = np.stack([position_features(positions[g]) for g in turn])
+                chosen = choose_moves(net(torch.as_tensor(x, device=device)), rng, 1.0)
+                for i, g in enumerate(turn):
+                    positions[g].play(int(chosen[i]))
+    order = sorted(kept)
+    winners = np.array([positions[g].winner() for g in order], dtype=np.int64)
+    colors = np.array([kept[g][1] for g in order], dtype=np.int64)
+    return {"x": (np.stack([kept[g][0] for g in order]) if order
+                  else np.zeros((0, 0, size, size), np.uint8)),
+            "z": np.where(winners == colors, 1.0, -1.0),
+            "game": np.asarray(order, dtype=np.int64),
+            "ply": np.asarray([kept[g][2] for g in order], dtype=np.int64)}
 
 
 def train_value(spec: AlphaGoSpec, data: dict, *, logger=None, checkpoint_dir=None,

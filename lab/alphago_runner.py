@@ -230,8 +230,16 @@ def _value(spec, parent_id, tracker, ckpt_dir, show_progress) -> dict:
     from agents.alphago_nets import save_networks
 
     _, rl_net, _ = _networks(tracker.client, parent_id)
-    data = value_positions(spec, rl_net, device=spec.device)
+    sl_net = None
+    if spec.value.sampling == "alphago":  # the SL policy plays the openings: the RL run's parent
+        sl_id = _stage_run(tracker.client, parent_id, "rl").data.tags.get("parent_run")
+        if not sl_id:
+            raise SpecError(f"value.sampling=alphago needs the SL run that RL run {parent_id} "
+                            "started from, and it names none; use value.sampling=rl")
+        _, sl_net, _ = _networks(tracker.client, sl_id)
+    data = value_positions(spec, rl_net, sl_net=sl_net, device=spec.device)
     tracker.logger.log({"data/games": float(spec.value.games),
+                        "data/games_played": float(data["games_played"]),
                         "data/positions": float(len(data["z"])),
                         "data/distinct_games": float(len(set(data["game"].tolist()))),
                         "data/black_share_won": float((data["z"] > 0).mean())}, step=0)

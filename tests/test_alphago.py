@@ -17,7 +17,13 @@ import torch
 from cli_helpers import assert_refused
 
 from agents import mcts_kernel as K
-from agents.alphago import AlphaGoSpec, play_games, reinforce_loss, value_positions
+from agents.alphago import (
+    AlphaGoSpec,
+    alphago_value_games,
+    play_games,
+    reinforce_loss,
+    value_positions,
+)
 from agents.alphago_nets import (
     ILLEGAL_LOGIT,
     NET_PLANES,
@@ -251,6 +257,46 @@ def test_value_training_set_holds_one_position_per_game():
     np.testing.assert_array_equal(out["z"], np.where(out["winners"] == mover, 1.0, -1.0))
     stones = out["x"][:, :2].sum(axis=(1, 2, 3))
     assert (stones <= out["ply"]).all()  # no more stones than moves played before it
+
+
+class CountingNet(torch.nn.Module):
+    """A policy network that counts the positions it was asked about."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.rows = net, 0
+
+    def forward(self, x):
+        self.rows += len(x)
+        return self.net(x)
+
+
+def test_alphago_value_games_keep_the_position_after_the_random_move():
+    torch.manual_seed(0)
+    spec = tiny_spec()
+    sl = CountingNet(PolicyNet(5, spec.network).eval())
+    rl = CountingNet(PolicyNet(5, spec.network).eval())
+    # U = 0 for every game: no SL move, the random move first, the kept position holds its one
+    # stone and comes after one move
+    out = alphago_value_games(sl, rl, 8, size=5, komi=0.5, rng=np.random.default_rng(1),
+                              u_max=1)
+    assert sl.rows == 0 and rl.rows > 0 and len(out["z"]) == 8
+    assert (out["ply"] == 1).all() and (out["x"][:, :2].sum(axis=(1, 2, 3)) == 1).all()
+    assert sorted(out["game"].tolist()) == list(range(8))
+    assert set(out["z"].tolist()) <= {-1.0, 1.0}
+    # U drawn up to 5: the SL policy plays the U moves before the random one in each kept game
+    out = alphago_value_games(sl, rl, 8, size=5, komi=0.5, rng=np.random.default_rng(2),
+                              u_max=6)
+    assert len(set(out["ply"].tolist())) > 1 and ((out["ply"] >= 1) & (out["ply"] <= 6)).all()
+    assert sl.rows >= (out["ply"] - 1).sum() > 0
+    # through value_positions: exactly value.games positions, one per game
+    spec = tiny_spec(value={"games": 10, "batch_games": 4, "sampling": "alphago",
+                            "random_ply_max": 6, "train": {"epochs": 1}})
+    data = value_positions(spec, rl.net, sl_net=sl.net, device="cpu")
+    assert len(data["z"]) == 10 and len(set(data["game"].tolist())) == 10
+    assert data["games_played"] >= 10
+    with pytest.raises(ValueError, match="needs the SL policy"):
+        value_positions(spec, rl.net, device="cpu")
 
 
 # ---- the pipeline -----------------------------------------------------------------------------
