@@ -376,8 +376,9 @@ def value_positions(spec: AlphaGoSpec, rl_net: PolicyNet, *, sl_net: PolicyNet |
             out = alphago_value_games(sl, net, g, size=spec.size, komi=spec.komi, rng=rng,
                                       u_max=u_max, device=dev)
         k = len(out["z"])
-        xs.append(out["x"]), zs.append(out["z"]), plies.append(out["ply"])
-        ids.append(out["game"] + played)
+        if k:  # a batch of "alphago" games may keep none (all over before their random move)
+            xs.append(out["x"]), zs.append(out["z"]), plies.append(out["ply"])
+            ids.append(out["game"] + played)
         done, played = done + k, played + g
         if progress is not None:
             progress(done)

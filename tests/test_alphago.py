@@ -295,6 +295,13 @@ def test_alphago_value_games_keep_the_position_after_the_random_move():
     data = value_positions(spec, rl.net, sl_net=sl.net, device="cpu")
     assert len(data["z"]) == 10 and len(set(data["game"].tolist())) == 10
     assert data["games_played"] >= 10
+    # U up to the longest game: many games end before their random move, so some batches of
+    # one keep nothing; still exactly value.games positions, one per game
+    spec = tiny_spec(value={"games": 6, "batch_games": 1, "sampling": "alphago",
+                            "random_ply_max": 75, "train": {"epochs": 1}})
+    data = value_positions(spec, rl.net, sl_net=sl.net, device="cpu")
+    assert len(data["z"]) == 6 and len(set(data["game"].tolist())) == 6
+    assert data["games_played"] > 6
     with pytest.raises(ValueError, match="needs the SL policy"):
         value_positions(spec, rl.net, device="cpu")
 
