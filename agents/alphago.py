@@ -411,10 +411,9 @@ def alphago_value_games(sl_net: PolicyNet, rl_net: PolicyNet, games: int, *, siz
                     pos.play(int(rng.choice(stones)) if stones else pos.pass_move)
                     if not pos.is_over:
                         kept[g] = (position_features(pos), pos.to_play, pos.move_number)
-            for net, sl_phase in ((sl_net, True), (rl_net, False)):
+            for net, sign in ((sl_net, -1), (rl_net, 1)):  # SL before ply U, RL after it
                 turn = [g for g in live if not positions[g].is_over
-                        and (positions[g].move_number < u[g]) == sl_phase
-                        and positions[g].move_number != u[g]]
+                        and np.sign(positions[g].move_number - u[g]) == sign]
                 if not turn:
                     continue
                 x = np.stack([position_features(positions[g]) for g in turn])

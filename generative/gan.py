@@ -325,22 +325,17 @@ class GAN(nn.Module):
         fake = self.generator(z, y if c is None else c)
         aug = lambda x: diff_augment(x, self.cfg.augment, ctx.generator)  # noqa: E731
         real_logits = self.discriminator(aug(real), y)
-        if c is None:
-            fake_logits = self.discriminator(aug(fake.detach()), y)
-            loss_d = d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
-        else:
-            fake_logits, q_logits = self.discriminator(aug(fake.detach()), with_code=True)
-            loss_info_d = info_loss(q_logits, c)
-            loss_d = (d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
-                      + self.cfg.info_weight * loss_info_d)
+        fake_logits, q = self._judge(aug(fake.detach()), y, c)
+        loss_d = d_loss(real_logits, fake_logits, self.cfg.label_smoothing)
+        if q is not None:
+            loss_d = loss_d + self.cfg.info_weight * info_loss(q, c)
         ctx.step("d", loss_d)
         with frozen(self.discriminator):
-            if c is None:
-                loss_g = g_loss(self.discriminator(aug(fake), y), self.cfg.g_loss)
-            else:
-                g_logits, g_q = self.discriminator(aug(fake), with_code=True)
+            g_logits, g_q = self._judge(aug(fake), y, c)
+            loss_g = g_loss(g_logits, self.cfg.g_loss)
+            if g_q is not None:
                 loss_info_g = info_loss(g_q, c)
-                loss_g = g_loss(g_logits, self.cfg.g_loss) + self.cfg.info_weight * loss_info_g
+                loss_g = loss_g + self.cfg.info_weight * loss_info_g
         ctx.step("g", loss_g)
         out = {"d_loss": loss_d.item(), "g_loss": loss_g.item(),
                "d_real": torch.sigmoid(real_logits.detach().float()).mean().item(),
@@ -348,6 +343,12 @@ class GAN(nn.Module):
         if c is not None:  # Q's cross-entropy on G's codes: log(codes) at chance, 0 when told
             out["info_loss"] = loss_info_g.item()
         return out
+
+    def _judge(self, x, y, c) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits on ``x``, and Q's code logits when the fakes carry InfoGAN codes ``c``."""
+        if c is None:
+            return self.discriminator(x, y), None
+        return self.discriminator(x, with_code=True)
 
     @torch.no_grad()
     def evaluation_step(self, batch) -> dict[str, torch.Tensor]:

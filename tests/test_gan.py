@@ -251,16 +251,22 @@ def test_conditional_generator_reads_the_label_and_samples_cycle_through_them():
     assert len(layers) == 1 and parametrize.is_parametrized(layers[0], "weight")
 
 
-def test_conditional_gan_draws_the_digit_it_is_asked_for():
-    """Each sample's nearest class mean (raw pixels) against the label it was drawn with: at
-    chance (~0.11) before training, 0.98 after 15 epochs (spectral norm); real test digits
-    score 0.89 by this rule."""
+def digit_gan(**options):
+    """The digits, a small spectral-norm GAN with ``options``, and each class's mean digit."""
     data = load_dataset("digits")
     config_cls, build = MODELS["gan"]
     torch.manual_seed(0)
     model = build(config_cls(latent_dim=16, g_channels=[64, 32], d_channels=[32, 64],
-                             spectral_norm=True, classes=10), data.image_shape)
+                             spectral_norm=True, **options), data.image_shape)
     means = torch.stack([data.train[data.train_labels == c].mean(0) for c in range(10)])
+    return data, model, means
+
+
+def test_conditional_gan_draws_the_digit_it_is_asked_for():
+    """Each sample's nearest class mean (raw pixels) against the label it was drawn with: at
+    chance (~0.11) before training, 0.98 after 15 epochs (spectral norm); real test digits
+    score 0.89 by this rule."""
+    data, model, means = digit_gan(classes=10)
 
     def agreement() -> float:
         s = model.sample(500, torch.Generator().manual_seed(0))
@@ -295,12 +301,7 @@ def test_infogan_code_becomes_the_digit_without_labels():
     """InfoGAN on digits, no labels read: Q's cross-entropy on G's codes falls from ln 10 and
     the code comes to pick the digit: the mutual information between the code and each
     sample's nearest class mean (raw pixels) rises from ~0 towards ln 10 = 2.30 nats."""
-    data = load_dataset("digits")
-    config_cls, build = MODELS["gan"]
-    torch.manual_seed(0)
-    model = build(config_cls(latent_dim=16, g_channels=[64, 32], d_channels=[32, 64],
-                             spectral_norm=True, codes=10), data.image_shape)
-    means = torch.stack([data.train[data.train_labels == c].mean(0) for c in range(10)])
+    data, model, means = digit_gan(codes=10)
 
     def code_class_information() -> float:
         seen = []
