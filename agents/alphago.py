@@ -275,6 +275,14 @@ def reinforce_loss(log_probs: torch.Tensor, rewards: torch.Tensor, games: int,
     return -((rewards - baseline) * log_probs).sum() / games
 
 
+def _eval_copy(src: PolicyNet, dev, state: dict | None = None) -> PolicyNet:
+    """A fresh eval-mode ``PolicyNet`` of ``src``'s own size and shape on ``dev``, holding
+    ``state`` (``src``'s weights when None), whatever the preset says now."""
+    net = PolicyNet(src.size, src.cfg).to(dev).eval()
+    net.load_state_dict(src.state_dict() if state is None else state)
+    return net
+
+
 def train_rl(spec: AlphaGoSpec, sl_net: PolicyNet, *, logger=None, device: str = "auto",
              progress: Callable[[int, dict], None] | None = None) -> tuple[PolicyNet, dict]:
     """Stage 2: REINFORCE from the SL weights against opponents drawn from a pool of earlier
@@ -286,13 +294,8 @@ def train_rl(spec: AlphaGoSpec, sl_net: PolicyNet, *, logger=None, device: str =
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
 
-    def copy_of(state):  # the SL network's own size, whatever the preset says now
-        net = PolicyNet(spec.size, sl_net.cfg).to(dev).eval()
-        net.load_state_dict(state)
-        return net
-
     sl_state = {k: v.detach().clone() for k, v in sl_net.state_dict().items()}
-    learner, opponent, sl_ref = copy_of(sl_state), copy_of(sl_state), copy_of(sl_state)
+    learner, opponent, sl_ref = (_eval_copy(sl_net, dev, sl_state) for _ in range(3))
     pool = [sl_state]
     optimizer = torch.optim.SGD(learner.parameters(), lr=cfg.lr)
     metrics: dict[str, float] = {}
@@ -356,13 +359,8 @@ def value_positions(spec: AlphaGoSpec, rl_net: PolicyNet, *, sl_net: PolicyNet |
         raise ValueError("value.sampling=alphago needs the SL policy (sl_net)")
     dev = resolve_device(device)
 
-    def copy(src: PolicyNet) -> PolicyNet:
-        net = PolicyNet(spec.size, src.cfg).to(dev).eval()
-        net.load_state_dict(src.state_dict())
-        return net
-
-    net = copy(rl_net)
-    sl = copy(sl_net) if cfg.sampling == "alphago" else None
+    net = _eval_copy(rl_net, dev)
+    sl = _eval_copy(sl_net, dev) if cfg.sampling == "alphago" else None
     u_max = cfg.random_ply_max or spec.size * spec.size
     rng = np.random.default_rng(cfg.seed)
     xs, zs, ids, plies = [], [], [], []

@@ -41,6 +41,16 @@ two digits a discrete choice; on mnist5k it did not raise the Inception Score (7
 7.57, benchmarks/README.md). ``sample`` draws c uniformly at random, as in training. Off (0)
 by default; not with ``classes``.
 
+``clusters``: a self-conditioned GAN (after Liu et al. 2020, "Diverse image generation via
+self-conditioned GANs") when > 0, still unsupervised (no labels are read): ``fit_data`` runs
+k-means (``kmeans``, k-means++ seeding) on the training images' pixels once, before training,
+and keeps the centroids and each cluster's share of the images as buffers (so checkpoints
+carry them). A real image's cluster is its nearest centroid (``nearest``); G and the
+projection D are then the ``classes`` conditional GAN on those cluster ids, and ``sample``
+draws each sample's cluster from the clusters' shares, so the model is one unconditional
+p(x) = sum_k p(k) p(x | k). Liu et al. re-cluster on D's features during training; here the
+clusters are fixed pixel clusters. Not with ``classes`` or ``codes``.
+
 ``truncation``: the truncation trick (Brock et al. 2019, BigGAN), a sampling-time setting only:
 ``sample`` draws z from N(0, I) truncated to |z_i| <= t (components outside are drawn again),
 meant to trade the variety of the samples for their clarity. Training always uses the full
@@ -83,13 +93,16 @@ class GANConfig(BaseModel):
     classes: int = Field(0, ge=0)  # > 0: class-conditional on that many labels (0: off)
     codes: int = Field(0, ge=0)  # > 0: InfoGAN's categorical code with that many values
     info_weight: float = Field(1.0, ge=0)  # lambda of InfoGAN's mutual-information term
+    clusters: int = Field(0, ge=0)  # > 0: self-conditioned on that many k-means pixel clusters
 
     @model_validator(mode="after")
     def _codes_or_classes(self) -> GANConfig:
-        if self.codes and self.classes:
-            raise ValueError(f"model.codes={self.codes} and model.classes={self.classes} "
-                             "cannot both be set: codes is the unsupervised InfoGAN code, "
-                             "classes the labelled conditional GAN; set one to 0")
+        given = [f"model.{k}={v}" for k, v in (("classes", self.classes), ("codes", self.codes),
+                                                ("clusters", self.clusters)) if v]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} cannot be set together: classes is the "
+                             "labelled conditional GAN, codes the unsupervised InfoGAN code, "
+                             "clusters the self-conditioned GAN; keep one, set the others to 0")
         return self
 
 
@@ -121,6 +134,37 @@ def info_loss(code_logits: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """InfoGAN's term: E[-log Q(c | G(z, c))], the cross-entropy of Q's logits against the
     drawn codes. I(c; G(z, c)) >= H(c) - this = log(codes) - this for a uniform code."""
     return F.cross_entropy(code_logits.float(), codes)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 50, seed: int = 0) -> torch.Tensor:
+    """Lloyd's k-means on the rows of ``x`` (N, D), seeded by k-means++ (Arthur & Vassilvitskii
+    2007): ``(k, D)`` centroids. A cluster left empty keeps its centroid."""
+    if not 1 <= k <= len(x):
+        raise ValueError(f"k-means needs 1 <= k <= {len(x)} points; got k={k}")
+    x = x.float()
+    g = torch.Generator().manual_seed(seed)
+    centroids = x[torch.randint(len(x), (1,), generator=g)]
+    for _ in range(k - 1):  # the next seed with probability proportional to D(x)^2
+        d2 = torch.cdist(x, centroids).min(dim=1).values.square()
+        pick = (torch.multinomial(d2 / d2.sum(), 1, generator=g) if d2.sum() > 0
+                else torch.randint(len(x), (1,), generator=g))
+        centroids = torch.cat([centroids, x[pick]])
+    for _ in range(iters):
+        assign = nearest(x, centroids)
+        counts = torch.bincount(assign, minlength=k)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        moved = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
+        if torch.equal(moved, centroids):
+            break
+        centroids = moved
+    return centroids
+
+
+def nearest(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Index of each row of ``x``'s nearest centroid (Euclidean), ``(N,)`` int64; in fp32 under
+    any autocast."""
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.cdist(x.float(), centroids.float()).argmin(dim=1)
 
 
 def truncated_randn(shape, threshold: float | None, generator: torch.Generator | None,
@@ -292,10 +336,25 @@ class GAN(nn.Module):
         self.cfg = cfg
         self.image_shape = tuple(int(d) for d in image_shape)
         self.generator = Generator(cfg.latent_dim, self.image_shape, cfg.g_channels,
-                                   cfg.classes or cfg.codes)
+                                   cfg.classes or cfg.codes or cfg.clusters)
         self.discriminator = Discriminator(self.image_shape, cfg.d_channels, cfg.spectral_norm,
-                                           cfg.classes, cfg.codes)
+                                           cfg.classes or cfg.clusters, cfg.codes)
         dcgan_init(self)
+        if cfg.clusters:  # set by fit_data, then carried by checkpoints
+            pixels = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+            self.register_buffer("centroids", torch.zeros(cfg.clusters, pixels))
+            self.register_buffer("cluster_share", torch.full((cfg.clusters,), 1 / cfg.clusters))
+
+    def fit_data(self, train_images: torch.Tensor) -> None:
+        """Before training: the self-conditioned GAN's k-means clusters of ``train_images``
+        (N, C, H, W) in [0, 1], and each cluster's share of them. Nothing to do otherwise."""
+        if not self.cfg.clusters:
+            return
+        x = train_images.flatten(1)
+        centroids = kmeans(x, self.cfg.clusters, seed=0)
+        counts = torch.bincount(nearest(x, centroids), minlength=self.cfg.clusters)
+        self.centroids.copy_(centroids)
+        self.cluster_share.copy_(counts.float() / counts.sum())
 
     @property
     def uses_labels(self) -> bool:
@@ -307,6 +366,8 @@ class GAN(nn.Module):
         if self.uses_labels:
             images, labels = batch
             return 2.0 * images - 1.0, labels
+        if self.cfg.clusters:  # the nearest pixel centroid stands in for the label
+            return 2.0 * batch - 1.0, nearest(batch.flatten(1), self.centroids)
         return 2.0 * batch - 1.0, None
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -363,6 +424,9 @@ class GAN(nn.Module):
         y = (torch.arange(n, device=device) % self.cfg.classes) if self.uses_labels else None
         if self.cfg.codes:  # InfoGAN: the code from its uniform prior, as in training
             y = _randint(0, self.cfg.codes, n, generator, device)
+        if self.cfg.clusters:  # each cluster as often as in the training images
+            share = self.cluster_share.to(generator.device if generator else device)
+            y = torch.multinomial(share, n, replacement=True, generator=generator).to(device)
         return (self.generator(z, y).float() + 1.0) / 2.0
 
 

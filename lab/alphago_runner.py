@@ -115,7 +115,7 @@ def run_train(args) -> int:
     if stages != ["alphazero"] and spec.parent:  # checked before anything is written
         client = _client_for_existing(uri)
         parent = _stage_run(client, spec.parent, PARENT_STAGE[spec.stages[0]])
-        size = _networks(client, parent.info.run_id)[0]["size"]
+        size = _run_networks(client, parent)[0]["size"]
         if size != spec.size:
             raise SpecError(f"parent run {parent.info.run_id} plays {size}x{size}; this "
                             f"preset is {spec.size}x{spec.size}")
@@ -229,10 +229,11 @@ def _value(spec, parent_id, tracker, ckpt_dir, show_progress) -> dict:
     from agents.alphago import train_value, value_positions
     from agents.alphago_nets import save_networks
 
-    _, rl_net, _ = _networks(tracker.client, parent_id)
+    rl_run = _stage_run(tracker.client, parent_id, "rl")
+    _, rl_net, _ = _run_networks(tracker.client, rl_run)
     sl_net = None
     if spec.value.sampling == "alphago":  # the SL policy plays the openings: the RL run's parent
-        sl_id = _stage_run(tracker.client, parent_id, "rl").data.tags.get("parent_run")
+        sl_id = rl_run.data.tags.get("parent_run")
         if not sl_id:
             raise SpecError(f"value.sampling=alphago needs the SL run that RL run {parent_id} "
                             "started from, and it names none; use value.sampling=rl")
@@ -315,9 +316,13 @@ def _stage_run(client, run_id: str, stage: str | None = None):
 
 def _networks(client, run_id: str, device: str = "cpu"):
     """``(info, policy, value or None)`` of a finished stage run."""
+    return _run_networks(client, _stage_run(client, run_id), device)
+
+
+def _run_networks(client, run, device: str = "cpu"):
+    """``_networks`` of a run already looked up and checked by ``_stage_run``."""
     from agents.alphago_nets import load_networks
 
-    run = _stage_run(client, run_id)
     local = Path(run.data.tags.get(CHECKPOINT_TAG, "")) / NETWORKS
     if local.is_file():
         return load_networks(local, device)

@@ -127,6 +127,8 @@ def build_trainer(spec: GenerativeSpec, data, device: str, **kwargs):
                         f"{data.num_classes} classes: set model.classes={data.num_classes} "
                         "(or 0 for an unconditional model)")
     model = build_model(spec, data.image_shape)
+    if hasattr(model, "fit_data"):  # before the Trainer copies it (EMA): the GAN's clusters
+        model.fit_data(data.train)
     return Trainer(model, spec.train, device=device, title=spec.name, **kwargs)
 
 
