@@ -6,7 +6,7 @@ The tree is struct-of-arrays: ``ti`` (int32, rows ``MOVE`` (padded point or ``PA
 ``tf`` (float64, rows ``N`` visits, ``W`` summed value for the player who played the move
 (+1 win, -1 loss), ``P`` prior, ``AN``/``AW`` the AMAF (all-moves-as-first) visits and value,
 ``PN``/``PW`` virtual visits and value from move heuristics (michi's priors: a new child starts
-as if it had been visited ``PN`` times for a total value ``PW``; 0 under network priors)).
+as if it had been visited ``PN`` times for a total value ``PW``; 0 without ``tree_priors``)).
 ``meta`` = [nodes used, root, simulations run]. Values are from the mover's side, in [-1, 1].
 
 Selection at a node, over its children c (the one rule, both for UCT-RAVE and for PUCT):
@@ -29,7 +29,9 @@ Drivers, all built from ``_descend`` / ``_expand`` / ``_rollout`` / ``_backup``:
   value for the side to move), then expand with those priors and back the values up, mixed
   with a playout result by ``lambda`` (AlphaGo's leaf evaluation) when ``lambda > 0``. With an
   expansion threshold (``expand_after``, AlphaGo's n_thr) only leaves visited that often go to
-  the network; the others are valued by a playout alone.
+  the network; the others are valued by a playout alone. With ``tree_priors`` and RAVE on as
+  well, the networks' priors join michi's search instead of replacing it (P in the PUCT term
+  beside michi's virtual visits, AMAF from the playouts), as Pachi's DCNN priors did.
 
 Rules in the tree: captures, simple ko and no suicide as in envs/go/fastboard.py, plus
 positional superko on the Zobrist hashes of the game so far and of the path (a move that
@@ -195,7 +197,7 @@ def _expand(ti, tf, meta, node, st, empties, sc, offs, keys, n, priors, use_prio
             meta[USED] = start
             return False
     count = meta[USED] - start
-    if not use_priors and params[TREE_PRIORS] > 0:  # michi's priors as virtual visits/wins
+    if params[TREE_PRIORS] > 0:  # michi's priors as virtual visits/wins (beside P if given)
         w2 = w * w
         pv, pw = np.empty(w2), np.empty(w2)
         tree_priors(st, empties, sc, offs, keys, n, params[PRIOR_WEIGHTS:], pv, pw, scratch)
@@ -378,16 +380,18 @@ def finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf
     if seed >= 0:
         np.random.seed(seed)
     lam = params[LAMBDA]
+    rave = params[RAVE_BIAS] > 0
     scratch = _scratch(n)
     for j in range(k):
         depth = depths[j]
         leaf = paths[j, depth]
         sc = leaf_sc[j]
+        seq_end = depth
         if sc[PASSES] >= 2:
             z = 1.0 if area_score(leaf_st[j], n, params[KOMI]) > 0 else -1.0
         elif not evaluated[j]:
-            z, _ = _rollout(leaf_st[j], leaf_emp[j], sc, offs, keys, n, params, seqs[j], depth,
-                            int(params[MAX_PLAYOUT]))
+            z, seq_end = _rollout(leaf_st[j], leaf_emp[j], sc, offs, keys, n, params, seqs[j],
+                                  depth, int(params[MAX_PLAYOUT]))
         else:
             if ti[FIRST, leaf] < 0:
                 _expand(ti, tf, meta, leaf, leaf_st[j], leaf_emp[j], sc, offs, keys, n, priors[j],
@@ -395,11 +399,11 @@ def finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf
             v = values[j] if sc[TO_PLAY] == BLACK else -values[j]
             z = v
             if lam > 0:
-                zr, _ = _rollout(leaf_st[j], leaf_emp[j], sc, offs, keys, n, params, seqs[j],
-                                 depth, int(params[MAX_PLAYOUT]))
+                zr, seq_end = _rollout(leaf_st[j], leaf_emp[j], sc, offs, keys, n, params,
+                                       seqs[j], depth, int(params[MAX_PLAYOUT]))
                 z = (1.0 - lam) * v + lam * zr
-        _backup(ti, tf, paths[j], depth, z, params[VLOSS], seqs[j], seq_colors[j], depth,
-                first, False)
+        _backup(ti, tf, paths[j], depth, z, params[VLOSS], seqs[j], seq_colors[j], seq_end,
+                first, rave)
         meta[SIMS] += 1
 
 

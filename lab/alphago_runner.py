@@ -14,7 +14,10 @@ Players: ``run:RUN_ID`` plays the policy (greedy; ``greedy=false`` samples);
 ``expand``: AlphaGo's expansion threshold, visits before a leaf goes to the networks,
 ``seconds``, ``device``, ``threads`` too: torch threads, 1 by default, since one position or
 a batch of 8 leaves gains nothing from more and loses much when cores are shared;
-``precision=bf16``: the networks under bf16 autocast, channels-last). A run
+``precision=bf16``: the networks under bf16 autocast, channels-last; ``heuristics=true``:
+michi's search of ``mcts:`` (RAVE, its move priors as virtual visits, heuristic playouts,
+leaves expanded after 8 visits) with the networks' priors added through the PUCT term,
+``c_puct`` 1 by default, and the value net mixed in at expansion, as Pachi's DCNN did). A run
 without a value network searches with playouts alone.
 
 An AlphaZero preset (an ``alphazero`` section, ``agents/alphazero.py``) is one run of stage
@@ -41,7 +44,7 @@ CHECKPOINT_TAG = "lab.checkpoint_dir"
 NETWORKS = "networks.pt"
 PARENT_STAGE = {"rl": "sl", "value": "rl"}
 RUN_OPTIONS = {"mcts", "seconds", "lambda", "c_puct", "batch", "expand", "greedy", "device",
-               "seed", "threads", "precision"}
+               "seed", "threads", "precision", "heuristics"}
 
 
 def is_alphago(raw: dict) -> bool:
@@ -378,8 +381,12 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
     try:
         given = {field: opts[name] for name, field in (("c_puct", "c_puct"),
                                                        ("expand", "expand_after")) if name in opts}
-        config = MCTSConfig.puct(playouts=opts.get("mcts"), seconds=opts.get("seconds"),
-                                 lambda_mix=lam, seed=int(opts.get("seed", seed)), **given)
+        budget = dict(playouts=opts.get("mcts"), seconds=opts.get("seconds"), lambda_mix=lam,
+                      seed=int(opts.get("seed", seed)))
+        if opts.get("heuristics", False):  # michi's search (RAVE, its priors, playouts first)
+            config = MCTSConfig(**{"c_puct": 1.0, **budget, **given})  # + the networks' P
+        else:
+            config = MCTSConfig.puct(**budget, **given)
         return SearchPlayer(policy, value, config, batch_size=int(opts.get("batch", 8)),
                             device=device, precision=str(opts.get("precision", "fp32")))
     except (ValidationError, ValueError) as e:

@@ -335,6 +335,8 @@ def test_tiny_pipeline_on_5x5(store, capsys):
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 0
     assert main(["go", "match", f"run:{ids['value']}:mcts=16,batch=16,precision=bf16", "random",
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 0
+    assert main(["go", "match", f"run:{ids['value']}:mcts=48,heuristics=true", "random",
+                 "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 0
     capsys.readouterr()
     assert main(["go", "match", f"run:{ids['value']}:mcts=16,precision=fp16", "random",
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 2

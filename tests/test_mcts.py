@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agents import mcts_kernel as K
-from agents.mcts import MCTS, Leaves, MCTSConfig, _rules_move
+from agents.mcts import MCTS, Leaves, MCTSConfig, _pad, _rules_move
 from envs.go import BLACK, WHITE, Position, text_to_move
 from envs.go.env import RandomPlayer
 
@@ -173,6 +173,31 @@ def test_expansion_threshold_sends_only_well_visited_leaves_to_the_evaluator():
         assert expanded and min(tf[K.N, c] for c in expanded) >= threshold + 1
     assert counts[0] == 400  # every simulation's leaf
     assert 0 < counts[8] < 400 // 8  # one per expansion: at most a visit in nine
+
+
+def test_networks_join_michis_search_with_tree_priors_and_rave():
+    """MCTSConfig's michi defaults (tree priors, RAVE, expansion after 8 visits) plus c_puct
+    and an evaluator: expanded children carry both michi's virtual visits and the network's
+    prior, the playouts of the batched driver feed AMAF, and a strong prior wins the move."""
+    pos = Position(7, komi=0.5)
+    favourite = text_to_move("C3", 7)
+
+    def evaluator(leaves: Leaves):
+        k = leaves.boards.shape[0]
+        priors = np.full((k, 50), 1e-3)
+        priors[:, favourite] = 1.0
+        return priors, np.zeros(k)
+
+    m = MCTS(MCTSConfig(playouts=400, seed=0, c_puct=1.0, lambda_mix=0.5))
+    r = m.search(pos.copy(), evaluator=evaluator, batch_size=8)
+    assert r.simulations == 400 and r.move == favourite
+    ti, tf, meta = m._tree
+    root = int(meta[K.ROOT])
+    kids = range(ti[K.FIRST, root], ti[K.FIRST, root] + ti[K.NCH, root])
+    fav = next(c for c in kids if ti[K.MOVE, c] == _pad(favourite, 7))
+    assert tf[K.P, fav] == pytest.approx(1.0 / (1.0 + 1e-3 * (len(kids) - 1)))
+    assert all(tf[K.PN, c] > 0 for c in kids)  # michi's priors beside P
+    assert sum(tf[K.AN, c] for c in kids) > 400  # AMAF: many moves per playout
 
 
 def test_bad_config_is_one_clear_error():
