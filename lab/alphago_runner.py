@@ -387,8 +387,10 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
             config = MCTSConfig(**{"c_puct": 1.0, **budget, **given})  # + the networks' P
         else:
             config = MCTSConfig.puct(**budget, **given)
-        return SearchPlayer(policy, value, config, batch_size=int(opts.get("batch", 8)),
-                            device=device, precision=str(opts.get("precision", "fp32")))
+        # lambda 1: the leaves are playouts alone, so the value network is not evaluated
+        return SearchPlayer(policy, value if config.lambda_mix < 1 else None, config,
+                            batch_size=int(opts.get("batch", 8)), device=device,
+                            precision=str(opts.get("precision", "fp32")))
     except (ValidationError, ValueError) as e:
         msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
         raise SpecError(f"player {spec_text!r}: {msg}") from None

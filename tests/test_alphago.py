@@ -39,8 +39,9 @@ from agents.alphago_play import NetworkEvaluator, SearchPlayer
 from agents.mcts import Leaves, MCTSConfig
 from envs.go import Position, text_to_move
 from envs.go.symmetry import transform_board, transform_move
-from lab.alphago_runner import load_alphago_spec
+from lab.alphago_runner import build_run_player, load_alphago_spec
 from lab.cli import main
+from lab.go_commands import _options
 from lab.spec import preset_names
 from lab.tracking import Tracker
 
@@ -337,6 +338,15 @@ def test_tiny_pipeline_on_5x5(store, capsys):
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 0
     assert main(["go", "match", f"run:{ids['value']}:mcts=48,heuristics=true", "random",
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 0
+    players = {text: build_run_player(f"run:{text}", text, seed=0, uri=store, size=5,
+                                      options=_options)
+               for text in (f"{ids['value']}:mcts=16,lambda=1",
+                            f"{ids['value']}:mcts=16,heuristics=true")}
+    lam1, heur = players.values()
+    assert lam1.evaluator.value is None  # lambda 1: playouts alone, the value net idle
+    c = heur.mcts.config  # michi's search with the networks' priors and value beside it
+    assert c.tree_priors and c.rave_bias > 0 and c.c_puct == 1.0 and c.expand_after == 8
+    assert c.lambda_mix == 0.5 and heur.evaluator.value is not None
     capsys.readouterr()
     assert main(["go", "match", f"run:{ids['value']}:mcts=16,precision=fp16", "random",
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 2
