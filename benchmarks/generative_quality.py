@@ -42,7 +42,7 @@ TARGETS["cgan"] = TARGETS["gan"]  # the class-conditional GAN, judged as the GAN
 # model -> (preset, --smoke preset, the smoke run's extra overrides)
 PRESETS = {"vae": ("mnist-vae", "digits-vae", []),
            "pixelcnn": ("mnist-pixelcnn", "digits-pixelcnn", []),
-           "gan": ("mnist-gan", "digits-gan", []),
+           "gan": ("mnist-gan", "digits-gan", ["model.clusters=10"]),
            "cgan": ("mnist-cgan", "digits-gan", ["model.classes=10"])}
 
 

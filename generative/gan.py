@@ -49,7 +49,9 @@ carry them). A real image's cluster is its nearest centroid (``nearest``); G and
 projection D are then the ``classes`` conditional GAN on those cluster ids, and ``sample``
 draws each sample's cluster from the clusters' shares, so the model is one unconditional
 p(x) = sum_k p(k) p(x | k). Liu et al. re-cluster on D's features during training; here the
-clusters are fixed pixel clusters. Not with ``classes`` or ``codes``.
+clusters are fixed pixel clusters. On mnist5k, 30 clusters took the Inception Score from 7.57
+to 8.96 and the FID from 86.6 to 24.4 (the ``mnist-gan`` preset; benchmarks/README.md). Not
+with ``classes`` or ``codes``.
 
 ``truncation``: the truncation trick (Brock et al. 2019, BigGAN), a sampling-time setting only:
 ``sample`` draws z from N(0, I) truncated to |z_i| <= t (components outside are drawn again),
