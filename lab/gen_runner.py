@@ -126,6 +126,11 @@ def build_trainer(spec: GenerativeSpec, data, device: str, **kwargs):
         raise SpecError(f"model.classes={classes}, but dataset {spec.data.name!r} has "
                         f"{data.num_classes} classes: set model.classes={data.num_classes} "
                         "(or 0 for an unconditional model)")
+    clusters = getattr(spec.model, "clusters", 0)
+    if clusters > len(data.train):
+        raise SpecError(f"model.clusters={clusters}, but dataset {spec.data.name!r} has "
+                        f"{len(data.train)} training images: set model.clusters between 1 and "
+                        f"{len(data.train)} (or 0 for no clusters)")
     model = build_model(spec, data.image_shape)
     if hasattr(model, "fit_data"):  # before the Trainer copies it (EMA): the GAN's clusters
         model.fit_data(data.train)

@@ -194,6 +194,9 @@ def test_a_class_conditional_gan_trains_through_the_cli(store, capsys):
     assert math.isfinite(run.data.metrics["final/fid"])
 
 
-def test_a_class_count_unlike_the_datasets_is_refused(store, tmp_path, capsys):
+def test_class_or_cluster_counts_the_data_cannot_hold_are_refused(store, tmp_path, capsys):
     assert_refused(["train", "digits-gan", "model.classes=7", "--tracking-uri", store],
                    ["model.classes=7", "has 10 classes", "model.classes=10"], tmp_path, capsys)
+    assert_refused(["train", "digits-gan", "model.clusters=5000", "--tracking-uri", store],
+                   ["model.clusters=5000", "1497 training images", "between 1 and 1497"],
+                   tmp_path, capsys)
