@@ -264,6 +264,18 @@ def digit_gan(**options):
     return data, model, means
 
 
+def sample_with_codes(model, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples (seed 0) and the code, label or cluster G was given for each."""
+    seen = []
+    forward = model.generator.forward
+    model.generator.forward = lambda z, c: seen.append(c) or forward(z, c)
+    try:
+        s = model.sample(n, torch.Generator().manual_seed(0))
+    finally:
+        model.generator.forward = forward
+    return s, seen[0]
+
+
 def test_conditional_gan_draws_the_digit_it_is_asked_for():
     """Each sample's nearest class mean (raw pixels) against the label it was drawn with: at
     chance (~0.11) before training, 0.98 after 15 epochs (spectral norm); real test digits
@@ -306,14 +318,10 @@ def test_infogan_code_becomes_the_digit_without_labels():
     data, model, means = digit_gan(codes=10)
 
     def code_class_information() -> float:
-        seen = []
-        forward = model.generator.forward
-        model.generator.forward = lambda z, c: seen.append(c) or forward(z, c)
-        s = model.sample(2000, torch.Generator().manual_seed(0))
-        model.generator.forward = forward
-        nearest = torch.cdist(s.flatten(1), means.flatten(1)).argmin(1)
+        s, codes = sample_with_codes(model, 2000)
         joint = torch.zeros(10, 10)
-        joint.index_put_((seen[0], nearest), torch.ones(2000), accumulate=True)
+        joint.index_put_((codes, nearest(s.flatten(1), means.flatten(1))), torch.ones(2000),
+                         accumulate=True)
         joint /= 2000
         outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
         return float((joint * (joint / outer).log()).nan_to_num().sum())
@@ -353,11 +361,8 @@ def test_self_conditioned_gan_fits_clusters_and_samples_by_their_shares():
     assert float(gan.cluster_share[white]) == pytest.approx(1 / 3)
     _, y = gan._split(torch.ones(3, 1, 4, 4))  # a white batch is in the white cluster
     assert y.tolist() == [white] * 3
-    seen = []
-    forward = gan.generator.forward
-    gan.generator.forward = lambda z, c: seen.append(c) or forward(z, c)
-    gan.sample(3000, torch.Generator().manual_seed(0))
-    assert float((seen[0] == white).float().mean()) == pytest.approx(1 / 3, abs=0.03)
+    _, clusters = sample_with_codes(gan, 3000)
+    assert float((clusters == white).float().mean()) == pytest.approx(1 / 3, abs=0.03)
     state = gan.state_dict()  # checkpoints carry the clusters
     assert torch.equal(state["centroids"], gan.centroids)
 
@@ -369,12 +374,8 @@ def test_self_conditioned_gan_draws_from_the_cluster_it_is_asked_for():
     model.fit_data(data.train)
 
     def agreement() -> float:
-        seen = []
-        forward = model.generator.forward
-        model.generator.forward = lambda z, c: seen.append(c) or forward(z, c)
-        s = model.sample(1000, torch.Generator().manual_seed(0))
-        model.generator.forward = forward
-        return float((nearest(s.flatten(1), model.centroids) == seen[0]).float().mean())
+        s, clusters = sample_with_codes(model, 1000)
+        return float((nearest(s.flatten(1), model.centroids) == clusters).float().mean())
 
     before = agreement()
     history = train(model, data, epochs=15)
