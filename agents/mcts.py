@@ -17,6 +17,12 @@ see agents/mcts_kernel.py for the formula):
   ``leaves`` is a :class:`Leaves` (boards, side to move, last move, ko point, legal masks);
   ``f`` returns priors ``(k, N*N+1)`` and values ``(k,)`` for the side to move in [-1, 1].
   ``lambda_mix > 0`` mixes each value with a playout result, as AlphaGo did.
+* ``net_after=T`` with an evaluator: the networks beside michi's search instead of at its
+  leaves. The simulations are the playout search's (compiled, in chunks); an expanded node
+  visited ``T`` times joins a queue, and each full queue (``batch_size`` nodes) goes to the
+  evaluator in one batch: the children's P become the network's priors (the PUCT term, beside
+  michi's virtual visits) and the node gets ``value_visits`` virtual visits of the network's
+  value. The network's cost is paid once per well-visited node, not once per batch of leaves.
 
 The root's children follow the game's full rules (``Position.is_legal``: any ko rule,
 superko included); below the root the tree uses simple ko plus positional superko on hashes.
@@ -80,6 +86,12 @@ class MCTSConfig(BaseModel):
     allow_pass: bool = False  # the pass as a child in the tree
     virtual_loss: float = Field(1.0, ge=0)
     lambda_mix: float = Field(0.0, ge=0, le=1)  # weight of the playout in batched leaf values
+    # the networks beside michi's search instead of at its leaves: the simulations run as the
+    # playout search's, and an expanded node visited ``net_after`` times goes to the networks
+    # (in batches) for its children's priors (P) and ``value_visits`` virtual visits of its
+    # value; None: every leaf batch goes to the networks (select_batch/finish_batch)
+    net_after: int | None = Field(None, ge=1)
+    value_visits: float = Field(0.0, ge=0)
     # AlphaZero's exploration at the root of a network-guided search: the root's priors become
     # (1 - root_noise) * P + root_noise * Dirichlet(dirichlet_alpha), drawn anew each search
     root_noise: float = Field(0.0, ge=0, le=1)
@@ -172,34 +184,62 @@ class MCTS:
             return self._finish(position, ti, tf, root, t0, force=position.pass_move)
         depth_cap = 4 * n * n
         seq_len = depth_cap + int(params[K.MAX_PLAYOUT]) + 1
-        done = 0
+        beside = evaluator is not None and cfg.net_after is not None
+        queue = np.zeros(batch_size if beside else 0, np.int64)
+        if beside and not ti[K.FLAG, root] & K.NET:
+            self._evaluate_nodes(ti, tf, meta, st, emp, sc, offs, keys, n, np.array([root]),
+                                 evaluator, depth_cap)
+        queued = done = 0
         budget = cfg.playouts
         while budget is None or done < budget:
             if cfg.seconds is not None and time.perf_counter() - t0 >= cfg.seconds:
                 break
-            k = cfg.chunk if evaluator is None else batch_size
+            k = cfg.chunk if evaluator is None or beside else batch_size
             if budget is not None:
                 k = min(k, budget - done)
-            if evaluator is None:
-                self._simulate(ti, tf, meta, st, emp, sc, offs, keys, hist, params, n, k,
-                               depth_cap, seq_len)
+            if evaluator is None or beside:
+                ran, queued = self._simulate(ti, tf, meta, st, emp, sc, offs, keys, hist, params,
+                                             n, k, depth_cap, seq_len, queue, queued)
+                if queued == len(queue) > 0:
+                    self._evaluate_nodes(ti, tf, meta, st, emp, sc, offs, keys, n, queue,
+                                         evaluator, depth_cap)
+                    queued = 0
+                k = ran
             else:
                 self._batch(ti, tf, meta, st, emp, sc, offs, keys, hist, params, n, k,
                             depth_cap, seq_len, evaluator)
             done += k
             if meta[K.USED] >= ti.shape[1] - 4 * n * n:
                 break  # the tree is full; the search so far decides
+        ti[K.FLAG, queue[:queued]] &= ~K.NET  # not evaluated: they queue again when visited
         return self._finish(position, ti, tf, root, t0, simulations=done)
 
     def _simulate(self, ti, tf, meta, st, emp, sc, offs, keys, hist, params, n, k, depth_cap,
-                  seq_len):
+                  seq_len, queue, queued):
         w2 = (n + 2) ** 2
         work = (np.zeros_like(st), np.zeros_like(emp), np.zeros_like(sc))
-        K.simulate(ti, tf, meta, st, emp, sc, offs, keys, hist, params, n, k,
-                   int(self.rng.integers(2**31)), *work,
-                   np.zeros(depth_cap, np.int64), np.zeros(depth_cap, np.int64),
-                   np.zeros(seq_len, np.int64), np.zeros(seq_len, np.int64),
-                   np.zeros(w2, np.int64))
+        return K.simulate(ti, tf, meta, st, emp, sc, offs, keys, hist, params, n, k,
+                          int(self.rng.integers(2**31)), *work,
+                          np.zeros(depth_cap, np.int64), np.zeros(depth_cap, np.int64),
+                          np.zeros(seq_len, np.int64), np.zeros(seq_len, np.int64),
+                          np.zeros(w2, np.int64), queue, queued)
+
+    def _evaluate_nodes(self, ti, tf, meta, st, emp, sc, offs, keys, n, nodes, evaluator,
+                        depth_cap):
+        """The networks' priors and value for expanded tree ``nodes`` (``net_after``)."""
+        k = len(nodes)
+        leaf_st = np.zeros((k,) + st.shape, np.int64)
+        leaf_emp = np.zeros((k,) + emp.shape, np.int64)
+        leaf_sc = np.zeros((k,) + sc.shape, np.int64)
+        K.node_positions(ti, meta, st, emp, sc, offs, keys, nodes, leaf_st, leaf_emp, leaf_sc,
+                         np.zeros(depth_cap, np.int64))
+        p, v = evaluator(_leaves(leaf_st, leaf_sc, n, offs))
+        p = np.asarray(p, dtype=np.float64).reshape(k, n * n + 1)
+        v = np.asarray(v, dtype=np.float64).reshape(k)
+        if not (np.isfinite(p).all() and np.isfinite(v).all()):
+            raise ValueError("the evaluator returned non-finite priors or values")
+        K.apply_network(ti, tf, nodes, p, v, n, self.config.value_visits)
+        ti[K.FLAG, nodes] |= K.NET
 
     def _batch(self, ti, tf, meta, st, emp, sc, offs, keys, hist, params, n, k, depth_cap,
                seq_len, evaluator):
@@ -255,6 +295,7 @@ class MCTS:
         p[K.P_CAPTURE], p[K.P_PAT3] = c.p_capture, c.p_pat3
         p[K.P_SSA], p[K.P_RSA] = c.p_selfatari_reject, c.p_random_selfatari_reject
         p[K.TREE_PRIORS] = float(c.tree_priors)
+        p[K.NET_AFTER] = c.net_after or 0
         p[K.PRIOR_WEIGHTS:] = (c.prior_even, c.prior_selfatari, c.prior_capture_one,
                                c.prior_capture_many, c.prior_pat3, *c.prior_cfg,
                                c.prior_emptyarea)
@@ -287,6 +328,8 @@ class MCTS:
                 priors = np.asarray(evaluator(leaves)[0], dtype=np.float64).reshape(n * n + 1)
             K._expand(ti, tf, meta, root, st, emp, sc, offsets(n), padded_keys(n), n, priors,
                       evaluator is not None, self._params(position), K._scratch(n))
+            if evaluator is not None:
+                ti[K.FLAG, root] |= K.NET
         first, count = int(ti[K.FIRST, root]), int(ti[K.NCH, root])
         for c in range(first, first + count):  # the full rules decide at the root
             if not position.is_legal(_rules_move(int(ti[K.MOVE, c]), n)):

@@ -24,6 +24,10 @@ Drivers, all built from ``_descend`` / ``_expand`` / ``_rollout`` / ``_backup``:
   random, or michi's heuristic policy of envs/go/fastpolicy.py; own one-point eyes are never
   filled), AMAF updated from the playout (RAVE); new children get michi's priors as virtual
   visits (``tree_priors``).
+* ``simulate`` with a ``queue``: as above, and each expanded node on a simulation's path that
+  reaches ``net_after`` visits is queued (flagged ``NET``) for the networks; the driver hands
+  the queue's positions (``node_positions``) to them and ``apply_network`` sets the children's
+  priors and the node's value as virtual visits.
 * ``select_batch`` + ``finish_batch``: descend ``k`` times with a virtual loss, hand the leaf
   positions to Python (a network evaluates them in one batch: priors over N*N+1 moves and a
   value for the side to move), then expand with those priors and back the values up, mixed
@@ -69,11 +73,12 @@ MOVE, PARENT, FIRST, NCH, COLOR, FLAG = range(6)
 N, W, P, AN, AW, PN, PW = range(7)
 N_STATS = 7
 ILLEGAL = 1
+NET = 2  # FLAG bit: the node's position went to the network (``simulate`` with a queue)
 USED, ROOT, SIMS = range(3)
 # params (float64 array)
 (C_UCT, C_PUCT, RAVE_BIAS, FPU, ALLOW_PASS, KOMI, VLOSS, EXPAND_AFTER, LAMBDA,
- MAX_PLAYOUT, HEURISTIC, P_CAPTURE, P_PAT3, P_SSA, P_RSA, TREE_PRIORS) = range(16)
-PRIOR_WEIGHTS = 16  # the N_WEIGHTS weights of fastpolicy.tree_priors start here
+ MAX_PLAYOUT, HEURISTIC, P_CAPTURE, P_PAT3, P_SSA, P_RSA, TREE_PRIORS, NET_AFTER) = range(17)
+PRIOR_WEIGHTS = 17  # the N_WEIGHTS weights of fastpolicy.tree_priors start here
 N_PARAMS = PRIOR_WEIGHTS + N_WEIGHTS
 BLACK = 1
 
@@ -331,14 +336,18 @@ def _scratch(n):
 
 @njit(cache=True)
 def simulate(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, params, n, sims, seed,
-             work_st, work_emp, work_sc, path, path_hash, seq, seq_color, first):
-    """``sims`` simulations with random-playout leaves (UCT, RAVE when rave_bias > 0)."""
+             work_st, work_emp, work_sc, path, path_hash, seq, seq_color, first, queue, queued):
+    """``sims`` simulations with playout leaves (UCT, RAVE when rave_bias > 0). With a
+    ``queue`` (non-empty), an expanded node on a simulation's path that has been visited
+    ``net_after`` times joins the queue (flagged ``NET``) for the network; the simulations stop
+    early when the queue is full. Returns (simulations run, nodes now queued)."""
     if seed >= 0:
         np.random.seed(seed)
     rave = params[RAVE_BIAS] > 0
     empty_priors = np.zeros(1, dtype=np.float64)
     scratch = _scratch(n)
-    for _ in range(sims):
+    ran = 0
+    while ran < sims and (queue.shape[0] == 0 or queued < queue.shape[0]):
         copy_into(root_st, root_emp, root_sc, work_st, work_emp, work_sc)
         depth = _descend(ti, tf, meta, work_st, work_emp, work_sc, offs, keys, hist, params,
                          path, path_hash, seq, seq_color, 0.0)
@@ -354,6 +363,56 @@ def simulate(ti, tf, meta, root_st, root_emp, root_sc, offs, keys, hist, params,
                                   int(params[MAX_PLAYOUT]))
         _backup(ti, tf, path, depth, z, 0.0, seq, seq_color, seq_end, first, rave)
         meta[SIMS] += 1
+        ran += 1
+        for i in range(depth + 1):  # nodes that have just earned the network's opinion
+            node = path[i]
+            if (queued < queue.shape[0] and not ti[FLAG, node] & NET and ti[FIRST, node] >= 0
+                    and tf[N, node] >= params[NET_AFTER]):
+                ti[FLAG, node] |= NET
+                queue[queued] = node
+                queued += 1
+    return ran, queued
+
+
+@njit(cache=True)
+def node_positions(ti, meta, root_st, root_emp, root_sc, offs, keys, nodes, leaf_st, leaf_emp,
+                   leaf_sc, moves):
+    """The positions of tree ``nodes`` (descendants of the root, or the root) into
+    ``leaf_*[j]``: the root's position with the moves down to the node replayed."""
+    root = meta[ROOT]
+    for j in range(nodes.shape[0]):
+        d = 0
+        node = nodes[j]
+        while node != root and node >= 0:
+            moves[d] = ti[MOVE, node]
+            d += 1
+            node = ti[PARENT, node]
+        copy_into(root_st, root_emp, root_sc, leaf_st[j], leaf_emp[j], leaf_sc[j])
+        for i in range(d - 1, -1, -1):
+            if moves[i] == PASS:
+                play_pass(leaf_sc[j])
+            else:
+                play(leaf_st[j], leaf_emp[j], leaf_sc[j], offs, keys, moves[i])
+
+
+@njit(cache=True)
+def apply_network(ti, tf, nodes, priors, values, n, value_visits):
+    """The network's opinion of expanded ``nodes``: its priors become the children's P
+    (renormalised over them); its value for the side to move becomes ``value_visits`` virtual
+    visits of the node (for the player who moved into it: -value each)."""
+    for j in range(nodes.shape[0]):
+        node = nodes[j]
+        first, count = ti[FIRST, node], ti[NCH, node]
+        total = 0.0
+        for c in range(first, first + count):
+            m = ti[MOVE, c]
+            tf[P, c] = priors[j, n * n] if m == PASS else priors[j, from_pad(m, n)]
+            total += tf[P, c]
+        for c in range(first, first + count):
+            tf[P, c] = tf[P, c] / total if total > 0 else 1.0 / count
+        if value_visits > 0:
+            tf[PN, node] += value_visits
+            tf[PW, node] -= value_visits * values[j]
 
 
 @njit(cache=True)
@@ -415,6 +474,7 @@ def compact(ti, tf, meta, ti2, tf2, meta2):
     meta2[:] = 0
     queue = np.empty(ti.shape[1], dtype=np.int64)  # old ids, in new-id order
     new_node(ti2, tf2, meta2, ti[MOVE, root], -1, ti[COLOR, root])
+    ti2[FLAG, 0] = ti[FLAG, root]
     for r in range(tf.shape[0]):
         tf2[r, 0] = tf[r, root]
     queue[0] = root

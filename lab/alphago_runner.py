@@ -17,8 +17,11 @@ a batch of 8 leaves gains nothing from more and loses much when cores are shared
 ``precision=bf16``: the networks under bf16 autocast, channels-last; ``heuristics=true``:
 michi's search of ``mcts:`` (RAVE, its move priors as virtual visits, heuristic playouts,
 leaves expanded after 8 visits) with the networks' priors added through the PUCT term,
-``c_puct`` 1 by default, and the value net mixed in at expansion, as Pachi's DCNN did). A run
-without a value network searches with playouts alone.
+``c_puct`` 1 by default, and the value net mixed in at expansion, as Pachi's DCNN did;
+``net_after=T`` with it: the networks beside that search, not at its leaves: a tree node goes
+to them once, when visited T times, for its children's priors and ``value_visits`` virtual
+visits of its value; see agents/mcts.py). A run without a value network searches with playouts
+alone.
 
 An AlphaZero preset (an ``alphazero`` section, ``agents/alphazero.py``) is one run of stage
 ``alphazero``; its networks file holds the two halves of the one policy-value network, and
@@ -44,7 +47,7 @@ CHECKPOINT_TAG = "lab.checkpoint_dir"
 NETWORKS = "networks.pt"
 PARENT_STAGE = {"rl": "sl", "value": "rl"}
 RUN_OPTIONS = {"mcts", "seconds", "lambda", "c_puct", "batch", "expand", "greedy", "device",
-               "seed", "threads", "precision", "heuristics"}
+               "seed", "threads", "precision", "heuristics", "net_after", "value_visits"}
 
 
 def is_alphago(raw: dict) -> bool:
@@ -379,16 +382,19 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
     lam = opts.get("lambda", 1.0 if value is None else 0.0 if info["stage"] == "alphazero"
                    else 0.5)
     try:
-        given = {field: opts[name] for name, field in (("c_puct", "c_puct"),
-                                                       ("expand", "expand_after")) if name in opts}
+        given = {field: opts[name] for name, field in (
+            ("c_puct", "c_puct"), ("expand", "expand_after"), ("net_after", "net_after"),
+            ("value_visits", "value_visits")) if name in opts}
         budget = dict(playouts=opts.get("mcts"), seconds=opts.get("seconds"), lambda_mix=lam,
                       seed=int(opts.get("seed", seed)))
         if opts.get("heuristics", False):  # michi's search (RAVE, its priors, playouts first)
             config = MCTSConfig(**{"c_puct": 1.0, **budget, **given})  # + the networks' P
         else:
             config = MCTSConfig.puct(**budget, **given)
-        # lambda 1: the leaves are playouts alone, so the value network is not evaluated
-        return SearchPlayer(policy, value if config.lambda_mix < 1 else None, config,
+        # lambda 1 (or no value_visits beside the search): the value network is not evaluated
+        needs_value = (config.value_visits > 0 if config.net_after is not None
+                       else config.lambda_mix < 1)
+        return SearchPlayer(policy, value if needs_value else None, config,
                             batch_size=int(opts.get("batch", 8)), device=device,
                             precision=str(opts.get("precision", "fp32")))
     except (ValidationError, ValueError) as e:

@@ -200,6 +200,68 @@ def test_networks_join_michis_search_with_tree_priors_and_rave():
     assert sum(tf[K.AN, c] for c in kids) > 400  # AMAF: many moves per playout
 
 
+def test_networks_beside_the_search_see_each_well_visited_node_once():
+    """net_after=T: the simulations are the playout search's; an expanded node that has been
+    visited T times goes to the evaluator once, in full batches, as its own position; its
+    children take the network's priors and the node ``value_visits`` virtual visits of the
+    value, for the player who moved into it; a strong prior wins the move."""
+    pos = Position(7, komi=0.5)
+    favourite = text_to_move("C3", 7)
+    seen = []
+
+    def evaluator(leaves: Leaves):
+        seen.append(leaves)
+        k = leaves.boards.shape[0]
+        priors = np.full((k, 50), 1e-3)
+        priors[:, favourite] = 1.0
+        return priors, np.full(k, 0.5)  # good for the side to move
+
+    m = MCTS(MCTSConfig(playouts=600, seed=0, c_puct=1.0, net_after=16, value_visits=4))
+    r = m.search(pos.copy(), evaluator=evaluator, batch_size=4)
+    assert r.simulations == 600 and r.move == favourite
+    assert seen[0].boards.shape[0] == 1  # the root, then full batches only
+    assert len(seen) > 2 and all(b.boards.shape[0] == 4 for b in seen[1:])
+    ti, tf, meta = m._tree
+    root = int(meta[K.ROOT])
+    sent = [c for c in range(int(meta[K.USED])) if ti[K.FLAG, c] & K.NET and c != root]
+    assert len(sent) == 4 * (len(seen) - 1)  # each node once (the unsent left unflagged)
+    boards = {b.tobytes() for batch in seen[1:] for b in batch.boards}
+    for c in sent:
+        assert ti[K.FIRST, c] >= 0 and tf[K.N, c] >= 16
+        moves, node = [], c
+        while node != root:
+            moves.append(_rules_move(int(ti[K.MOVE, node]), 7))
+            node = int(ti[K.PARENT, node])
+        there = pos.copy()
+        for mv in reversed(moves):
+            there = there.play(mv)
+        assert there.board.astype(np.int8).tobytes() in boards  # the evaluator saw the node
+        kids = range(ti[K.FIRST, c], ti[K.FIRST, c] + ti[K.NCH, c])
+        assert sum(tf[K.P, k] for k in kids) == pytest.approx(1.0)
+        fav = [k for k in kids if ti[K.MOVE, k] == _pad(favourite, 7)]
+        assert all(tf[K.P, k] > 0.5 for k in fav)
+    unsent = [c for c in range(int(meta[K.USED])) if ti[K.FIRST, c] >= 0
+              and not ti[K.FLAG, c] & K.NET]
+    assert len([c for c in unsent if tf[K.N, c] >= 16]) < 4  # the last, unfilled batch
+
+
+def test_apply_network_priors_and_value_visits_by_hand():
+    """apply_network: P of the children renormalised from the rules-indexed priors; the
+    value (+0.5 for the side to move, White here) as 4 virtual visits worth -0.5 each to
+    Black, who moved into the node."""
+    ti, tf, meta = np.zeros((6, 8), np.int32), np.zeros((K.N_STATS, 8)), np.zeros(3, np.int64)
+    node = K.new_node(ti, tf, meta, _pad(0, 5), -1, BLACK)
+    a = K.new_node(ti, tf, meta, _pad(6, 5), node, WHITE)
+    K.new_node(ti, tf, meta, K.PASS, node, WHITE)
+    ti[K.FIRST, node], ti[K.NCH, node] = a, 2
+    tf[K.PN, node], tf[K.PW, node] = 10.0, 5.0  # michi's, kept beside
+    priors = np.zeros((1, 26))
+    priors[0, 6], priors[0, 25], priors[0, 3] = 0.3, 0.1, 0.6  # 3 is not a child
+    K.apply_network(ti, tf, np.array([node]), priors, np.array([0.5]), 5, 4.0)
+    assert tf[K.P, a] == pytest.approx(0.75) and tf[K.P, a + 1] == pytest.approx(0.25)
+    assert tf[K.PN, node] == 14.0 and tf[K.PW, node] == pytest.approx(3.0)
+
+
 def test_bad_config_is_one_clear_error():
     with pytest.raises(ValueError, match="budget"):
         MCTSConfig(playouts=None, seconds=None)
