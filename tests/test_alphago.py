@@ -341,16 +341,29 @@ def test_tiny_pipeline_on_5x5(store, capsys):
     players = {text: build_run_player(f"run:{text}", text, seed=0, uri=store, size=5,
                                       options=_options)
                for text in (f"{ids['value']}:mcts=16,lambda=1",
-                            f"{ids['value']}:mcts=16,heuristics=true")}
-    lam1, heur = players.values()
+                            f"{ids['value']}:mcts=16,heuristics=true",
+                            f"{ids['value']}:mcts=16,heuristics=true,net_after=8",
+                            f"{ids['value']}:mcts=16,heuristics=true,net_after=4,value_visits=8")}
+    lam1, heur, beside, beside_v = players.values()
     assert lam1.evaluator.value is None  # lambda 1: playouts alone, the value net idle
     c = heur.mcts.config  # michi's search with the networks' priors and value beside it
     assert c.tree_priors and c.rave_bias > 0 and c.c_puct == 1.0 and c.expand_after == 8
     assert c.lambda_mix == 0.5 and heur.evaluator.value is not None
+    assert beside.mcts.config.net_after == 8 and beside.evaluator.value is None  # no value_visits
+    assert beside_v.mcts.config.value_visits == 8 and beside_v.evaluator.value is not None
+    assert main(["go", "match", f"run:{ids['value']}:mcts=64,heuristics=true,net_after=4,"
+                 "value_visits=8", "random", "--games", "1", "--size", "5", "--komi", "0.5",
+                 "--tracking-uri", store]) == 0
     capsys.readouterr()
     assert main(["go", "match", f"run:{ids['value']}:mcts=16,precision=fp16", "random",
                  "--games", "1", "--size", "5", "--komi", "0.5", "--tracking-uri", store]) == 2
     assert "precision 'fp16': valid are fp32, bf16" in capsys.readouterr().err
+    assert main(["go", "match", f"run:{ids['sl']}:mcts=16,net_after=4,value_visits=8", "random",
+                 "--games", "1", "--size", "5", "--tracking-uri", store]) == 2
+    assert "value_visits needs a value network" in capsys.readouterr().err
+    assert main(["go", "match", f"run:{ids['value']}:mcts=16,net_after=0", "random",
+                 "--games", "1", "--size", "5", "--tracking-uri", store]) == 2
+    assert "greater than or equal to 1" in capsys.readouterr().err
     assert main(["train", "--resume", ids["rl"], "--tracking-uri", store]) == 2
     err = capsys.readouterr().err
     assert "does not resume" in err and f"stages=[rl] parent={ids['sl']}" in err
