@@ -14,6 +14,9 @@
 * ``SearchPlayer(policy, value, config)``: PUCT search (``MCTSConfig.puct``) with the network
   priors; leaf values ``(1 - lambda) * v + lambda * z`` with ``z`` a fast playout's result, as in
   AlphaGo (lambda 0.5 there). Leaves are selected with a virtual loss and evaluated together.
+  With ``config.net_after`` the networks sit beside michi's search instead (agents/mcts.py):
+  well-visited tree nodes, not leaves, go to them in batches; the value network is needed only
+  for ``value_visits > 0``.
 
 Everything runs on ``device`` (``auto``: cuda, then mps, then cpu).
 """
