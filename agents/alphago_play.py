@@ -103,10 +103,9 @@ class SearchPlayer:
     def __init__(self, policy: PolicyNet, value: ValueNet | None, config: MCTSConfig, *,
                  batch_size: int = 8, device: str | torch.device = "auto",
                  precision: str = "fp32"):
-        if value is None and config.lambda_mix < 1 and config.net_after is None:
-            raise ValueError("without a value network the leaves need playouts: lambda_mix=1")
-        if value is None and config.net_after is not None and config.value_visits > 0:
-            raise ValueError("value_visits needs a value network")
+        if value is None and config.needs_value:
+            raise ValueError("value_visits needs a value network" if config.net_after is not None
+                             else "without a value network the leaves need playouts: lambda_mix=1")
         self.evaluator = NetworkEvaluator(policy, value, device, precision)
         self.mcts = MCTS(config)
         self.batch_size = batch_size

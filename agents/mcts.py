@@ -101,6 +101,12 @@ class MCTSConfig(BaseModel):
     pass_when_won: bool = True
     chunk: int = Field(64, ge=1)  # simulations per compiled call between clock checks
 
+    @property
+    def needs_value(self) -> bool:
+        """Whether a network-guided search evaluates the value network: beside the search
+        (``net_after``) for ``value_visits``, at the leaves unless playouts alone (lambda 1)."""
+        return self.value_visits > 0 if self.net_after is not None else self.lambda_mix < 1
+
     @model_validator(mode="after")
     def _budget(self):
         if self.playouts is None and self.seconds is None:
@@ -233,11 +239,7 @@ class MCTS:
         leaf_sc = np.zeros((k,) + sc.shape, np.int64)
         K.node_positions(ti, meta, st, emp, sc, offs, keys, nodes, leaf_st, leaf_emp, leaf_sc,
                          np.zeros(depth_cap, np.int64))
-        p, v = evaluator(_leaves(leaf_st, leaf_sc, n, offs))
-        p = np.asarray(p, dtype=np.float64).reshape(k, n * n + 1)
-        v = np.asarray(v, dtype=np.float64).reshape(k)
-        if not (np.isfinite(p).all() and np.isfinite(v).all()):
-            raise ValueError("the evaluator returned non-finite priors or values")
+        p, v = _evaluate(evaluator, leaf_st, leaf_sc, n, offs)
         K.apply_network(ti, tf, nodes, p, v, n, self.config.value_visits)
         ti[K.FLAG, nodes] |= K.NET
 
@@ -257,12 +259,8 @@ class MCTS:
         priors, values = np.zeros((k, n * n + 1)), np.zeros(k)
         rows = np.flatnonzero(evaluated)
         if len(rows):
-            p, v = evaluator(_leaves(leaf_st[rows], leaf_sc[rows], n, offs))
-            p = np.asarray(p, dtype=np.float64).reshape(len(rows), n * n + 1)
-            v = np.asarray(v, dtype=np.float64).reshape(len(rows))
-            if not (np.isfinite(p).all() and np.isfinite(v).all()):
-                raise ValueError("the evaluator returned non-finite priors or values")
-            priors[rows], values[rows] = p, v
+            priors[rows], values[rows] = _evaluate(evaluator, leaf_st[rows], leaf_sc[rows], n,
+                                                   offs)
         K.finish_batch(ti, tf, meta, offs, keys, params, n, k, leaf_st, leaf_emp, leaf_sc,
                        paths, seqs, seq_colors, depths, priors, values, evaluated,
                        np.zeros((n + 2) ** 2, np.int64), int(self.rng.integers(2**31)))
@@ -406,6 +404,17 @@ def _rules_move(m: int, n: int) -> int:
     if m == PASS:
         return n * n
     return (m // (n + 2) - 1) * n + m % (n + 2) - 1
+
+
+def _evaluate(evaluator, leaf_st, leaf_sc, n, offs) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluator's (priors (k, N*N+1), values (k,)) of k positions, checked finite."""
+    k = leaf_st.shape[0]
+    p, v = evaluator(_leaves(leaf_st, leaf_sc, n, offs))
+    p = np.asarray(p, dtype=np.float64).reshape(k, n * n + 1)
+    v = np.asarray(v, dtype=np.float64).reshape(k)
+    if not (np.isfinite(p).all() and np.isfinite(v).all()):
+        raise ValueError("the evaluator returned non-finite priors or values")
+    return p, v
 
 
 def _leaves(leaf_st, leaf_sc, n, offs) -> Leaves:

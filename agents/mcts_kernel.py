@@ -210,6 +210,16 @@ def _expand(ti, tf, meta, node, st, empties, sc, offs, keys, n, priors, use_prio
             m = ti[MOVE, c]
             tf[PN, c] = params[PRIOR_WEIGHTS + W_EVEN] if m == PASS else pv[m]
             tf[PW, c] = 0.0 if m == PASS else 2.0 * pw[m] - pv[m]  # wins in [0,1] -> [-1,1]
+    _set_priors(ti, tf, start, count, priors, n, use_priors)
+    ti[FIRST, node] = start
+    ti[NCH, node] = count
+    return True
+
+
+@njit(cache=True)
+def _set_priors(ti, tf, start, count, priors, n, use_priors):
+    """P of the children ``start .. start+count-1`` from ``priors`` (rules indexing, N*N+1),
+    renormalised over them; uniform without ``use_priors``."""
     total = 0.0
     for c in range(start, start + count):
         if use_priors:
@@ -220,9 +230,6 @@ def _expand(ti, tf, meta, node, st, empties, sc, offs, keys, n, priors, use_prio
         total += tf[P, c]
     for c in range(start, start + count):
         tf[P, c] = tf[P, c] / total if total > 0 else 1.0 / count
-    ti[FIRST, node] = start
-    ti[NCH, node] = count
-    return True
 
 
 @njit(cache=True)
@@ -402,14 +409,7 @@ def apply_network(ti, tf, nodes, priors, values, n, value_visits):
     visits of the node (for the player who moved into it: -value each)."""
     for j in range(nodes.shape[0]):
         node = nodes[j]
-        first, count = ti[FIRST, node], ti[NCH, node]
-        total = 0.0
-        for c in range(first, first + count):
-            m = ti[MOVE, c]
-            tf[P, c] = priors[j, n * n] if m == PASS else priors[j, from_pad(m, n)]
-            total += tf[P, c]
-        for c in range(first, first + count):
-            tf[P, c] = tf[P, c] / total if total > 0 else 1.0 / count
+        _set_priors(ti, tf, ti[FIRST, node], ti[NCH, node], priors[j], n, True)
         if value_visits > 0:
             tf[PN, node] += value_visits
             tf[PW, node] -= value_visits * values[j]

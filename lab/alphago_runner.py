@@ -392,9 +392,7 @@ def build_run_player(spec_text: str, rest: str, *, seed: int, uri: str | None, s
         else:
             config = MCTSConfig.puct(**budget, **given)
         # lambda 1 (or no value_visits beside the search): the value network is not evaluated
-        needs_value = (config.value_visits > 0 if config.net_after is not None
-                       else config.lambda_mix < 1)
-        return SearchPlayer(policy, value if needs_value else None, config,
+        return SearchPlayer(policy, value if config.needs_value else None, config,
                             batch_size=int(opts.get("batch", 8)), device=device,
                             precision=str(opts.get("precision", "fp32")))
     except (ValidationError, ValueError) as e:

@@ -17,6 +17,21 @@ def _diagram(rows: str, to_play=BLACK, komi=0.5) -> Position:
     return Position.from_diagram(rows, to_play=to_play, komi=komi)
 
 
+def _favouring(move: int, value: float = 0.0, seen: list | None = None):
+    """A 7x7 evaluator whose priors favour ``move`` (1 against 1e-3 for the others), with the
+    same ``value`` for every side to move; each batch of Leaves it gets goes to ``seen``."""
+
+    def evaluator(leaves: Leaves):
+        if seen is not None:
+            seen.append(leaves)
+        k = leaves.boards.shape[0]
+        priors = np.full((k, 50), 1e-3)
+        priors[:, move] = 1.0
+        return priors, np.full(k, value)
+
+    return evaluator
+
+
 def test_whole_games_are_legal_and_beat_random():
     """Every move MCTS picks is legal under positional superko (Position.play would raise),
     and with 300 playouts it beats a random player on 5x5 from both colours."""
@@ -123,12 +138,7 @@ def test_puct_batches_reach_the_evaluator():
     favourite = text_to_move("D4", 7)
     batches = []
 
-    def evaluator(leaves: Leaves):
-        batches.append(leaves)
-        k = leaves.boards.shape[0]
-        priors = np.full((k, 50), 1e-3)
-        priors[:, favourite] = 1.0
-        return priors, np.zeros(k)
+    evaluator = _favouring(favourite, seen=batches)
 
     m = MCTS(MCTSConfig.puct(playouts=64, seed=0))
     r = m.search(pos.copy(), evaluator=evaluator, batch_size=8)
@@ -153,19 +163,14 @@ def test_expansion_threshold_sends_only_well_visited_leaves_to_the_evaluator():
     favourite = text_to_move("D4", 7)
     seen = []
 
-    def evaluator(leaves: Leaves):
-        seen.append(leaves.boards.shape[0])
-        k = leaves.boards.shape[0]
-        priors = np.full((k, 50), 1e-3)
-        priors[:, favourite] = 1.0
-        return priors, np.zeros(k)
+    evaluator = _favouring(favourite, seen=seen)
 
     counts = {}
     for threshold in (0, 8):
         seen.clear()
         m = MCTS(MCTSConfig.puct(playouts=400, seed=0, expand_after=threshold))
         r = m.search(pos.copy(), evaluator=evaluator, batch_size=8)
-        counts[threshold] = sum(seen) - 1  # less the root's evaluation
+        counts[threshold] = sum(b.boards.shape[0] for b in seen) - 1  # less the root's
         assert r.simulations == 400 and r.move == favourite
         ti, tf, meta = m._tree
         root = int(meta[K.ROOT])
@@ -182,11 +187,7 @@ def test_networks_join_michis_search_with_tree_priors_and_rave():
     pos = Position(7, komi=0.5)
     favourite = text_to_move("C3", 7)
 
-    def evaluator(leaves: Leaves):
-        k = leaves.boards.shape[0]
-        priors = np.full((k, 50), 1e-3)
-        priors[:, favourite] = 1.0
-        return priors, np.zeros(k)
+    evaluator = _favouring(favourite)
 
     m = MCTS(MCTSConfig(playouts=400, seed=0, c_puct=1.0, lambda_mix=0.5))
     r = m.search(pos.copy(), evaluator=evaluator, batch_size=8)
@@ -209,12 +210,7 @@ def test_networks_beside_the_search_see_each_well_visited_node_once():
     favourite = text_to_move("C3", 7)
     seen = []
 
-    def evaluator(leaves: Leaves):
-        seen.append(leaves)
-        k = leaves.boards.shape[0]
-        priors = np.full((k, 50), 1e-3)
-        priors[:, favourite] = 1.0
-        return priors, np.full(k, 0.5)  # good for the side to move
+    evaluator = _favouring(favourite, value=0.5, seen=seen)  # good for the side to move
 
     m = MCTS(MCTSConfig(playouts=600, seed=0, c_puct=1.0, net_after=16, value_visits=4))
     r = m.search(pos.copy(), evaluator=evaluator, batch_size=4)
