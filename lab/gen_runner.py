@@ -112,8 +112,10 @@ def data_batches(spec: GenerativeSpec, data, model):
             lambda: batches(data, "test", max(bs, 256), binarize=binarize, labels=labels))
 
 
-def build_trainer(spec: GenerativeSpec, data, device: str, **kwargs):
-    """Seeded model + Trainer; raises SpecError (nothing written yet) on a bad combination."""
+def build_trainer(spec: GenerativeSpec, data, device: str, *, fit_data: bool = True, **kwargs):
+    """Seeded model + Trainer; raises SpecError (nothing written yet) on a bad combination.
+    ``fit_data=False`` when a checkpoint will be loaded over it: what the model fits to the
+    data (the GAN's k-means clusters) is in the checkpoint, so it is not fitted again."""
     import torch
 
     from lab.trainer import Trainer
@@ -132,7 +134,7 @@ def build_trainer(spec: GenerativeSpec, data, device: str, **kwargs):
                         f"{len(data.train)} training images: set model.clusters between 1 and "
                         f"{len(data.train)} (or 0 for no clusters)")
     model = build_model(spec, data.image_shape)
-    if hasattr(model, "fit_data"):  # before the Trainer copies it (EMA): the GAN's clusters
+    if fit_data and hasattr(model, "fit_data"):  # before the Trainer copies it (EMA)
         model.fit_data(data.train)
     return Trainer(model, spec.train, device=device, title=spec.name, **kwargs)
 
@@ -160,10 +162,12 @@ def checkpoint_file(client, run, tmp: str) -> Path:
 
 # ---- train ----------------------------------------------------------------------------------
 
-def prepare(spec: GenerativeSpec, device: str = "auto", show_progress: bool = True):
+def prepare(spec: GenerativeSpec, device: str = "auto", show_progress: bool = True, *,
+            fit_data: bool = True):
     """(data, trainer) of a spec: every input mistake surfaces here, before any run exists."""
     data = load_data(spec)
-    return data, build_trainer(spec, data, device, show_progress=show_progress)
+    return data, build_trainer(spec, data, device, fit_data=fit_data,
+                               show_progress=show_progress)
 
 
 def train(spec: GenerativeSpec, *, tracker: Tracker | None, device: str = "auto",
@@ -257,7 +261,7 @@ def load_run(client, run, device: str = "cpu"):
     spec = spec_from_run(client, run.info.run_id)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"compile": False})})
     data = load_data(spec)
-    trainer = build_trainer(spec, data, device)
+    trainer = build_trainer(spec, data, device, fit_data=False)
     with tempfile.TemporaryDirectory() as tmp:
         trainer.load_checkpoint(checkpoint_file(client, run, tmp))
     return spec, data, trainer
@@ -299,8 +303,13 @@ def run_train(args, run=None) -> int:
         spec = spec_from_run(client, run.info.run_id)
         tracker = (Tracker(uri, client.get_experiment(run.info.experiment_id).name)
                    if _rank() == 0 else None)
+        from lab.checkpoint import CHECKPOINT_NAME
+
+        # a checkpoint to resume from carries what the model fitted to the data
+        fitted = (Path(run.data.tags.get(CHECKPOINT_TAG, "")) / CHECKPOINT_NAME).is_file()
+        prepared = prepare(spec, args.device, not args.no_progress, fit_data=not fitted)
         try:
-            result = train(spec, tracker=tracker, device=args.device,
+            result = train(spec, tracker=tracker, device=args.device, prepared=prepared,
                            resume_run_id=run.info.run_id, show_progress=not args.no_progress)
         except RunError as e:
             raise CommandError(str(e)) from None

@@ -194,6 +194,33 @@ def test_a_class_conditional_gan_trains_through_the_cli(store, capsys):
     assert math.isfinite(run.data.metrics["final/fid"])
 
 
+def test_a_self_conditioned_gan_fits_its_clusters_once_and_loads_them_after(store, tmp_path,
+                                                                           monkeypatch, capsys):
+    """k-means runs before training; eval, sample and --resume take the clusters from the
+    checkpoint instead of fitting them again."""
+    import generative.gan
+
+    assert main(["train", "digits-gan", "model.clusters=4", "train.epochs=1",
+                 "train.final_eval=none", "--no-progress", "--tracking-uri", store]) == 0
+    client, run = only_run(store)
+    ckpt = run.data.tags["lab.checkpoint_dir"] + "/checkpoint.pt"
+    centroids = load(ckpt)["model"]["centroids"]
+    assert centroids.shape == (4, 64) and centroids.abs().sum() > 0
+
+    def refit(*args, **kwargs):
+        raise AssertionError("k-means ran again")
+
+    monkeypatch.setattr(generative.gan, "kmeans", refit)
+    _, _, trainer = gen_runner.load_run(client, run)
+    assert torch.equal(trainer.model.centroids, centroids)
+    assert main(["sample", run.info.run_id, "--n", "4", "--out", str(tmp_path / "s.png"),
+                 "--tracking-uri", store]) == 0
+    assert main(["train", "--resume", run.info.run_id, "--no-progress",
+                 "--tracking-uri", store]) == 0
+    assert "resumed run" in capsys.readouterr().out
+    assert torch.equal(load(ckpt)["model"]["centroids"], centroids)
+
+
 def test_class_or_cluster_counts_the_data_cannot_hold_are_refused(store, tmp_path, capsys):
     assert_refused(["train", "digits-gan", "model.classes=7", "--tracking-uri", store],
                    ["model.classes=7", "has 10 classes", "model.classes=10"], tmp_path, capsys)
