@@ -321,9 +321,8 @@ class MCTS:
         if ti[K.FIRST, root] < 0:
             st, emp, sc = state_from_position(position)
             priors = np.ones(n * n + 1)
-            if evaluator is not None:
-                leaves = _leaves(st[None], sc[None], n, offsets(n))
-                priors = np.asarray(evaluator(leaves)[0], dtype=np.float64).reshape(n * n + 1)
+            if evaluator is not None:  # the root's priors (its value steers no choice)
+                priors = _evaluate(evaluator, st[None], sc[None], n, offsets(n))[0][0]
             K._expand(ti, tf, meta, root, st, emp, sc, offsets(n), padded_keys(n), n, priors,
                       evaluator is not None, self._params(position), K._scratch(n))
             if evaluator is not None:

@@ -241,6 +241,27 @@ def test_networks_beside_the_search_see_each_well_visited_node_once():
     assert len([c for c in unsent if tf[K.N, c] >= 16]) < 4  # the last, unfilled batch
 
 
+@pytest.mark.parametrize("config, bad_after", [
+    (MCTSConfig.puct(playouts=32, seed=0), 0),  # the root's priors
+    (MCTSConfig.puct(playouts=32, seed=0), 1),  # a batch of leaves
+    (MCTSConfig(playouts=600, seed=0, net_after=8, value_visits=4), 1),  # a batch of nodes
+])
+def test_non_finite_network_output_is_one_clear_error(config, bad_after):
+    calls = [0]
+
+    def evaluator(leaves: Leaves):
+        priors, values = _favouring(0)(leaves)
+        calls[0] += 1
+        if calls[0] > bad_after:
+            values[0] = np.nan
+            priors[-1, 0] = np.inf
+        return priors, values
+
+    with pytest.raises(ValueError, match="evaluator returned non-finite priors or values"):
+        MCTS(config).search(Position(7, komi=0.5), evaluator=evaluator, batch_size=8)
+    assert calls[0] == bad_after + 1
+
+
 def test_apply_network_priors_and_value_visits_by_hand():
     """apply_network: P of the children renormalised from the rules-indexed priors; the
     value (+0.5 for the side to move, White here) as 4 virtual visits worth -0.5 each to
