@@ -146,11 +146,18 @@ def spec_from_run(client, run_id: str) -> GenerativeSpec:
     return validate_generative_spec(raw, model_configs())
 
 
+def local_checkpoint(run) -> Path:
+    """Where the run's checkpoint file lives on this machine (it may not exist)."""
+    from lab.checkpoint import CHECKPOINT_NAME
+
+    return Path(run.data.tags.get(CHECKPOINT_TAG, "")) / CHECKPOINT_NAME
+
+
 def checkpoint_file(client, run, tmp: str) -> Path:
     """The run's checkpoint: the local file, else the logged artifact."""
     from lab.checkpoint import CHECKPOINT_NAME
 
-    local = Path(run.data.tags.get(CHECKPOINT_TAG, "")) / CHECKPOINT_NAME
+    local = local_checkpoint(run)
     if local.is_file():
         return local
     try:
@@ -303,10 +310,8 @@ def run_train(args, run=None) -> int:
         spec = spec_from_run(client, run.info.run_id)
         tracker = (Tracker(uri, client.get_experiment(run.info.experiment_id).name)
                    if _rank() == 0 else None)
-        from lab.checkpoint import CHECKPOINT_NAME
-
         # a checkpoint to resume from carries what the model fitted to the data
-        fitted = (Path(run.data.tags.get(CHECKPOINT_TAG, "")) / CHECKPOINT_NAME).is_file()
+        fitted = local_checkpoint(run).is_file()
         prepared = prepare(spec, args.device, not args.no_progress, fit_data=not fitted)
         try:
             result = train(spec, tracker=tracker, device=args.device, prepared=prepared,
